@@ -1,0 +1,194 @@
+//! BPF map names, pin names and the keys and values stored in them.
+
+/// Name of the XDP program in the object.
+pub const XDP_PROGRAM: &str = "speaker_xdp";
+/// Default bpffs folder the agent pins its maps in.
+pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/speaker";
+
+/// VIPs to answer for: [`VipKey`] -> [`VipEntry`].
+pub const VIPS_MAP: &str = "VIPS";
+pub const VIPS_MAX_ENTRIES: u32 = 16384;
+/// Per-CPU [`Counters`] (a one-element per-CPU array).
+pub const COUNTERS_MAP: &str = "COUNTERS";
+/// Address conflicts seen on the wire: [`VipKey`] -> per-CPU [`Conflict`].
+pub const CONFLICTS_MAP: &str = "CONFLICTS";
+pub const CONFLICTS_MAX_ENTRIES: u32 = 4096;
+
+/// The maps the agent pins, under these file names in its bpffs folder.
+pub const PINNED_MAPS: [&str; 3] = [VIPS_MAP, COUNTERS_MAP, CONFLICTS_MAP];
+
+/// Address family of a [`VipKey`].
+pub const FAMILY_IPV4: u16 = 4;
+pub const FAMILY_IPV6: u16 = 6;
+
+/// A VIP on one interface (and, for tagged frames, one VLAN).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VipKey {
+    /// Interface the frame arrived on; a VIP is answered only where announced.
+    pub ifindex: u32,
+    /// 802.1Q VLAN ID of the frame, 0 for untagged.
+    pub vlan_id: u16,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u16,
+    /// The address in network order; an IPv4 address fills the first 4 bytes
+    /// and the rest are zero.
+    pub addr: [u8; 16],
+}
+
+impl VipKey {
+    #[inline(always)]
+    pub const fn ipv4(ifindex: u32, vlan_id: u16, addr: [u8; 4]) -> Self {
+        Self {
+            ifindex,
+            vlan_id,
+            family: FAMILY_IPV4,
+            addr: [
+                addr[0], addr[1], addr[2], addr[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+        }
+    }
+
+    #[inline(always)]
+    pub const fn ipv6(ifindex: u32, vlan_id: u16, addr: [u8; 16]) -> Self {
+        Self {
+            ifindex,
+            vlan_id,
+            family: FAMILY_IPV6,
+            addr,
+        }
+    }
+}
+
+/// How to answer for a VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipEntry {
+    /// The MAC to answer with (the interface's own).
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Dead-man's switch: `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) after which
+    /// the program stops answering; 0 = never expires.
+    pub expires_ns: u64,
+}
+
+impl VipEntry {
+    pub const NEVER: u64 = 0;
+
+    #[inline(always)]
+    pub const fn is_live(&self, now_ns: u64) -> bool {
+        self.expires_ns == Self::NEVER || now_ns < self.expires_ns
+    }
+}
+
+/// A frame claimed one of our VIPs as its sender with a MAC that is not ours.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// Frames seen.
+    pub count: u64,
+    /// `bpf_ktime_get_ns()` of the latest one.
+    pub last_seen_ns: u64,
+    /// Sender MAC of the latest one.
+    pub last_mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Defines [`Counters`] (the per-CPU map value, one `u64` per field, so bpftool
+/// prints the names) and [`Reason`] (one variant per field, its index) from one
+/// list, so the two cannot drift apart.
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $field:ident => $variant:ident,)+) => {
+        /// Per-CPU counters: why each frame got the verdict it got.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $($(#[doc = $doc])* pub $field: u64,)+
+        }
+
+        /// Index of a field of [`Counters`], viewed as `[u64; Reason::COUNT]`.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl Reason {
+            pub const ALL: &[Reason] = &[$(Reason::$variant,)+];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The counter's field name, as bpftool and the metrics show it.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => stringify!($field),)+
+                }
+            }
+        }
+
+        impl Counters {
+            pub const fn get(&self, reason: Reason) -> u64 {
+                match reason {
+                    $(Reason::$variant => self.$field,)+
+                }
+            }
+
+            pub fn add(&mut self, other: &Counters) {
+                $(self.$field = self.$field.wrapping_add(other.$field);)+
+            }
+        }
+    };
+}
+
+counters! {
+    /// ARP request for a VIP answered with XDP_TX.
+    arp_reply => ArpReply,
+    /// ARP probe (sender IP 0.0.0.0) for a VIP answered (RFC 5227 defence).
+    arp_probe_reply => ArpProbeReply,
+    /// Not ARP: passed.
+    pass_not_arp => PassNotArp,
+    /// 802.1Q/802.1ad tagged: passed.
+    pass_vlan => PassVlan,
+    /// ARP reply, or any other frame that is not a request: passed.
+    pass_not_request => PassNotRequest,
+    /// Target is not a VIP on this interface: passed.
+    pass_not_vip => PassNotVip,
+    /// Target is a VIP whose entry has expired: passed (dead-man's switch).
+    pass_expired => PassExpired,
+    /// Ethernet destination neither broadcast nor ours: passed.
+    pass_eth_dst => PassEthDst,
+    /// Target is multicast, broadcast or loopback: passed.
+    pass_bad_target => PassBadTarget,
+    /// Sender IP is multicast, broadcast, loopback or 0.0.0.0/8: passed.
+    pass_bad_sender => PassBadSender,
+    /// Sender is one of our VIPs with our own MAC: passed.
+    pass_own_sender => PassOwnSender,
+    /// Sender is one of our VIPs with another MAC: passed and recorded.
+    conflict => Conflict,
+    /// Frame shorter than an Ethernet header.
+    eth_truncated => EthTruncated,
+    /// ARP frame shorter than its Ethernet/IPv4 body.
+    arp_truncated => ArpTruncated,
+    /// ARP hardware type other than Ethernet (1) or IEEE 802 (6).
+    arp_bad_hardware => ArpBadHardware,
+    /// ARP protocol type other than IPv4.
+    arp_bad_protocol => ArpBadProtocol,
+    /// ARP hardware/protocol address length other than 6/4.
+    arp_bad_lengths => ArpBadLengths,
+    /// ARP opcode other than request or reply.
+    arp_bad_op => ArpBadOp,
+}
+
+const _: () = assert!(core::mem::size_of::<Counters>() == Reason::COUNT * 8);
+const _: () = assert!(core::mem::size_of::<VipKey>() == 24);
+const _: () = assert!(core::mem::size_of::<VipEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<Conflict>() == 24);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data: repr(C), integer and byte-array fields only,
+    // explicit padding, no invalid bit patterns.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipEntry {}
+    unsafe impl aya::Pod for super::Conflict {}
+    unsafe impl aya::Pod for super::Counters {}
+}

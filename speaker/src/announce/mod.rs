@@ -1,0 +1,163 @@
+//! Telling the LAN that a VIP is here: gratuitous ARP bursts on takeover.
+
+mod garp;
+mod socket;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+pub use garp::{garp_reply, garp_request};
+pub use socket::PacketSocket;
+
+/// How many announcements to send and how far apart. The first goes out at
+/// once, so caches update within a round trip; the repeats cover frames lost
+/// while switches relearn the MAC after a link or ownership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BurstSettings {
+    pub count: u32,
+    pub interval: Duration,
+}
+
+impl Default for BurstSettings {
+    fn default() -> Self {
+        Self {
+            count: 5,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where one announcement burst stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BurstState {
+    /// `sent` rounds out so far; the next one is due at `next_at`.
+    Sending { sent: u32, next_at: Instant },
+    /// All rounds sent.
+    Done,
+}
+
+/// Bursts per target, driven by the caller's clock so it can be tested
+/// without waiting. `T` names what is announced (a VIP on an interface).
+#[derive(Debug)]
+pub struct Announcer<T: Ord + Clone> {
+    settings: BurstSettings,
+    bursts: BTreeMap<T, BurstState>,
+}
+
+impl<T: Ord + Clone> Announcer<T> {
+    pub fn new(settings: BurstSettings) -> Self {
+        Self {
+            settings,
+            bursts: BTreeMap::new(),
+        }
+    }
+
+    /// Starts (or restarts) a burst for `target`, first round due now.
+    pub fn start(&mut self, target: T, now: Instant) {
+        let state = if self.settings.count == 0 {
+            BurstState::Done
+        } else {
+            BurstState::Sending {
+                sent: 0,
+                next_at: now,
+            }
+        };
+        self.bursts.insert(target, state);
+    }
+
+    /// Stops announcing `target` (it is no longer ours).
+    pub fn stop(&mut self, target: &T) {
+        self.bursts.remove(target);
+    }
+
+    pub fn state(&self, target: &T) -> Option<BurstState> {
+        self.bursts.get(target).copied()
+    }
+
+    /// The targets whose next round is due at `now`, advancing each burst.
+    pub fn due(&mut self, now: Instant) -> Vec<T> {
+        let mut out = Vec::new();
+        for (target, state) in &mut self.bursts {
+            if let BurstState::Sending { sent, next_at } = *state
+                && next_at <= now
+            {
+                out.push(target.clone());
+                let sent = sent + 1;
+                *state = if sent >= self.settings.count {
+                    BurstState::Done
+                } else {
+                    BurstState::Sending {
+                        sent,
+                        next_at: now + self.settings.interval,
+                    }
+                };
+            }
+        }
+        self.bursts.retain(|_, s| *s != BurstState::Done);
+        out
+    }
+
+    /// When the next round is due, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.bursts
+            .values()
+            .filter_map(|s| match s {
+                BurstState::Sending { next_at, .. } => Some(*next_at),
+                BurstState::Done => None,
+            })
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_sends_count_rounds_interval_apart() {
+        let t0 = Instant::now();
+        let mut a = Announcer::new(BurstSettings {
+            count: 3,
+            interval: Duration::from_millis(500),
+        });
+        a.start("vip", t0);
+        assert_eq!(a.next_deadline(), Some(t0));
+        assert_eq!(a.due(t0), vec!["vip"]);
+        assert_eq!(a.due(t0 + Duration::from_millis(499)), Vec::<&str>::new());
+        assert_eq!(a.due(t0 + Duration::from_millis(500)), vec!["vip"]);
+        assert_eq!(a.due(t0 + Duration::from_millis(1000)), vec!["vip"]);
+        assert_eq!(a.due(t0 + Duration::from_secs(10)), Vec::<&str>::new());
+        assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn stop_ends_a_burst_and_restart_begins_again() {
+        let t0 = Instant::now();
+        let mut a = Announcer::new(BurstSettings::default());
+        a.start(1, t0);
+        a.due(t0);
+        a.stop(&1);
+        assert_eq!(a.state(&1), None);
+        a.start(1, t0);
+        assert_eq!(
+            a.state(&1),
+            Some(BurstState::Sending {
+                sent: 0,
+                next_at: t0
+            })
+        );
+    }
+
+    #[test]
+    fn zero_count_sends_nothing() {
+        let t0 = Instant::now();
+        let mut a = Announcer::new(BurstSettings {
+            count: 0,
+            interval: Duration::from_secs(1),
+        });
+        a.start(1, t0);
+        assert!(a.due(t0).is_empty());
+    }
+}

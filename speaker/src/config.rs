@@ -1,0 +1,189 @@
+//! Command-line configuration and its validation. Everything from outside
+//! is checked here, with an error naming the bad value.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use speaker_common::maps::DEFAULT_BPFFS_DIR;
+use thiserror::Error;
+
+use crate::{
+    announce::BurstSettings,
+    dataplane::AttachMode,
+    netdev::{Interface, NetdevError},
+};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Interface(#[from] NetdevError),
+    #[error("VIP {0}: {1}")]
+    Vip(IpAddr, &'static str),
+    #[error("{0}")]
+    Timing(String),
+}
+
+/// `speaker static`: answer for fixed VIPs, no Kubernetes, no election.
+#[derive(Debug, clap::Args)]
+pub struct StaticArgs {
+    /// Interface to answer on (repeatable); every VIP is answered on each.
+    #[arg(long = "interface", short = 'i', value_name = "IF", required = true)]
+    pub interfaces: Vec<String>,
+    /// Virtual IP to answer for (repeatable).
+    #[arg(long = "vip", value_name = "ADDR", required = true)]
+    pub vips: Vec<IpAddr>,
+    /// How long the data plane keeps answering without a refresh (the
+    /// dead-man's switch).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub hold_time: Duration,
+    /// How often the agent refreshes each VIP's expiry.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options every mode shares.
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
+    /// bpffs folder the maps are pinned in.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_BPFFS_DIR)]
+    pub bpffs: PathBuf,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: AttachMode,
+    /// Gratuitous ARP rounds sent on takeover (each round: a request and a reply).
+    #[arg(long, value_name = "N", default_value_t = BurstSettings::default().count)]
+    pub garp_count: u32,
+    /// Time between gratuitous ARP rounds.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub garp_interval: Duration,
+}
+
+#[derive(Debug)]
+pub struct StaticConfig {
+    pub interfaces: Vec<Interface>,
+    pub vips: Vec<std::net::Ipv4Addr>,
+    pub hold_time: Duration,
+    pub refresh_interval: Duration,
+    pub burst: BurstSettings,
+    pub bpffs: PathBuf,
+    pub xdp_mode: AttachMode,
+}
+
+impl StaticConfig {
+    pub fn from_args(args: StaticArgs) -> Result<Self, ConfigError> {
+        if args.hold_time <= args.refresh_interval {
+            return Err(ConfigError::Timing(format!(
+                "--hold-time ({:?}) must be longer than --refresh-interval ({:?}), or VIPs lapse between refreshes",
+                args.hold_time, args.refresh_interval
+            )));
+        }
+        if args.refresh_interval.is_zero() {
+            return Err(ConfigError::Timing(
+                "--refresh-interval must be above zero".into(),
+            ));
+        }
+        let mut interfaces: Vec<Interface> = Vec::new();
+        for name in &args.interfaces {
+            let iface = Interface::lookup(name)?;
+            if !interfaces.contains(&iface) {
+                interfaces.push(iface);
+            }
+        }
+        let mut vips = Vec::new();
+        for vip in &args.vips {
+            let v4 = check_vip(*vip)?;
+            if !vips.contains(&v4) {
+                vips.push(v4);
+            }
+        }
+        Ok(Self {
+            interfaces,
+            vips,
+            hold_time: args.hold_time,
+            refresh_interval: args.refresh_interval,
+            burst: BurstSettings {
+                count: args.common.garp_count,
+                interval: args.common.garp_interval,
+            },
+            bpffs: args.common.bpffs,
+            xdp_mode: args.common.xdp_mode,
+        })
+    }
+}
+
+/// A VIP must be an address a host may own: the data plane never answers
+/// for the others, so accepting them would announce nothing.
+pub fn check_vip(vip: IpAddr) -> Result<std::net::Ipv4Addr, ConfigError> {
+    let v4 = match vip {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(_) => return Err(ConfigError::Vip(vip, "IPv6 VIPs are not supported yet")),
+    };
+    let o = v4.octets();
+    let reason = if v4.is_unspecified() || o[0] == 0 {
+        "is in 0.0.0.0/8"
+    } else if v4.is_loopback() {
+        "is a loopback address"
+    } else if v4.is_multicast() {
+        "is a multicast address"
+    } else if v4.is_broadcast() {
+        "is the broadcast address"
+    } else {
+        return Ok(v4);
+    };
+    Err(ConfigError::Vip(vip, reason))
+}
+
+/// Parses `1500ms`, `3s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 3s, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn vip_classes() {
+        assert!(check_vip("198.18.0.10".parse().unwrap()).is_ok());
+        for bad in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "224.0.0.1",
+            "255.255.255.255",
+            "2001:db8::1",
+        ] {
+            let e = check_vip(bad.parse().unwrap()).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("VIP {bad}: ")), "{e}");
+        }
+    }
+}

@@ -1,0 +1,65 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use speaker::{
+    config::{StaticArgs, StaticConfig},
+    static_mode,
+};
+use tracing_subscriber::EnvFilter;
+
+/// XDP-accelerated Layer 2 announcer: answers ARP for virtual IPs from the
+/// NIC's XDP hook.
+#[derive(Debug, Parser)]
+#[command(name = "speaker", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Answer for fixed VIPs on fixed interfaces (no Kubernetes, no election).
+    Static(StaticArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Static(args) => {
+            let cfg = match StaticConfig::from_args(args) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run(static_mode::run(cfg))
+        }
+    }
+}
+
+fn run(fut: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

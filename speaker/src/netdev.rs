@@ -1,0 +1,180 @@
+//! Network interface lookups through ioctl on the caller's own network
+//! namespace (sysfs may show another namespace's devices).
+
+use std::{
+    ffi::CString,
+    io, mem,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use thiserror::Error;
+
+const ARPHRD_ETHER: u16 = 1;
+
+#[derive(Debug, Error)]
+pub enum NetdevError {
+    #[error("interface {0:?}: no such interface in this network namespace")]
+    NotFound(String),
+    #[error("interface {0:?}: name is not valid")]
+    BadName(String),
+    #[error("interface {name:?}: {what}: {source}")]
+    Io {
+        name: String,
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("interface {name:?}: {reason}")]
+    Unsuitable { name: String, reason: String },
+}
+
+/// An Ethernet interface the responder can run on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+}
+
+impl Interface {
+    /// Looks `name` up and checks that ARP can be answered on it: an
+    /// Ethernet device without IFF_NOARP.
+    pub fn lookup(name: &str) -> Result<Self, NetdevError> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
+            return Err(NetdevError::BadName(name.to_string()));
+        }
+        let cname = CString::new(name).map_err(|_| NetdevError::BadName(name.to_string()))?;
+        // SAFETY: valid NUL-terminated string.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if ifindex == 0 {
+            return Err(NetdevError::NotFound(name.to_string()));
+        }
+        let sock = control_socket().map_err(|source| NetdevError::Io {
+            name: name.to_string(),
+            what: "cannot open a control socket",
+            source,
+        })?;
+        let mut req = ifreq(name);
+        ioctl(&sock, libc::SIOCGIFHWADDR, &mut req).map_err(|source| NetdevError::Io {
+            name: name.to_string(),
+            what: "cannot read hardware address",
+            source,
+        })?;
+        // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+        let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
+        if hw.sa_family != ARPHRD_ETHER {
+            return Err(NetdevError::Unsuitable {
+                name: name.to_string(),
+                reason: format!("not an Ethernet device (ARPHRD {})", hw.sa_family),
+            });
+        }
+        let mut mac = [0u8; 6];
+        for (m, b) in mac.iter_mut().zip(hw.sa_data.iter()) {
+            *m = *b as u8;
+        }
+        let flags = flags(&sock, name)?;
+        if flags & libc::IFF_NOARP != 0 {
+            return Err(NetdevError::Unsuitable {
+                name: name.to_string(),
+                reason: "ARP is off (IFF_NOARP)".into(),
+            });
+        }
+        Ok(Self {
+            name: name.to_string(),
+            ifindex,
+            mac,
+        })
+    }
+
+    /// Whether the interface is up with carrier (IFF_UP and IFF_RUNNING).
+    pub fn is_running(&self) -> Result<bool, NetdevError> {
+        let sock = control_socket().map_err(|source| NetdevError::Io {
+            name: self.name.clone(),
+            what: "cannot open a control socket",
+            source,
+        })?;
+        let f = flags(&sock, &self.name)?;
+        Ok(f & libc::IFF_UP != 0 && f & libc::IFF_RUNNING != 0)
+    }
+}
+
+fn flags(sock: &OwnedFd, name: &str) -> Result<i32, NetdevError> {
+    let mut req = ifreq(name);
+    ioctl(sock, libc::SIOCGIFFLAGS, &mut req).map_err(|source| NetdevError::Io {
+        name: name.to_string(),
+        what: "cannot read flags",
+        source,
+    })?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    Ok(i32::from(unsafe { req.ifr_ifru.ifru_flags }))
+}
+
+fn control_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req
+}
+
+fn ioctl(sock: &OwnedFd, request: libc::Ioctl, req: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: req is a valid ifreq for these SIOCGIF* requests.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), request, req as *mut libc::ifreq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_bad_names_before_asking_the_kernel() {
+        for bad in ["", "a/b", "with space", "abcdefghijklmnopq"] {
+            assert!(
+                matches!(Interface::lookup(bad), Err(NetdevError::BadName(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_interface_is_a_clear_error() {
+        let e = Interface::lookup("spk-nonexist0").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "interface \"spk-nonexist0\": no such interface in this network namespace"
+        );
+    }
+
+    #[test]
+    fn loopback_is_refused() {
+        // lo exists in every namespace and is not Ethernet.
+        let e = Interface::lookup("lo").unwrap_err();
+        assert!(matches!(e, NetdevError::Unsuitable { .. }), "{e}");
+    }
+
+    #[test]
+    fn mac_formatting() {
+        assert_eq!(fmt_mac(&[0x02, 0, 0xab, 1, 2, 0xff]), "02:00:ab:01:02:ff");
+    }
+}
