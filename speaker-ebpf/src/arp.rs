@@ -29,6 +29,16 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext) -> Verdict {
     let arp = &frame.arp;
     let spa = be32(&arp.spa);
 
+    // A martian sender fails Linux's route lookup; 0.0.0.0 is a probe
+    // (RFC 5227) and answered, the rest of 0/8 is martian.
+    if spa != 0
+        && (ipv4::is_multicast(spa)
+            || ipv4::is_limited_broadcast(spa)
+            || ipv4::is_loopback(spa)
+            || ipv4::is_zeronet(spa))
+    {
+        return Verdict::pass(Reason::PassBadSender);
+    }
     // A frame whose sender is one of our VIPs: with our MAC it is our own
     // (Linux rejects a local source address); with another MAC it is a
     // conflict the agent must hear about. Either way it is not answered.
@@ -48,15 +58,6 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext) -> Verdict {
     let tpa = be32(&arp.tpa);
     if ipv4::is_multicast(tpa) || ipv4::is_limited_broadcast(tpa) || ipv4::is_loopback(tpa) {
         return Verdict::pass(Reason::PassBadTarget);
-    }
-    // 0.0.0.0 is a probe (RFC 5227) and answered; the rest of 0/8 is martian.
-    if spa != 0
-        && (ipv4::is_multicast(spa)
-            || ipv4::is_limited_broadcast(spa)
-            || ipv4::is_loopback(spa)
-            || ipv4::is_zeronet(spa))
-    {
-        return Verdict::pass(Reason::PassBadSender);
     }
     let Some(entry) = maps::vip(&VipKey::ipv4(ifindex, 0, arp.tpa)) else {
         return Verdict::pass(Reason::PassNotVip);

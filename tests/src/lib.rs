@@ -1,1 +1,29 @@
-//! placeholder
+//! The testbed: real kernels and real packets in network namespaces that it
+//! creates and always removes. Shared by the integration tests (tests/tests),
+//! the demo and the benchmarks (src/bin).
+
+pub mod agent;
+pub mod capture;
+pub mod frames;
+pub mod netns;
+pub mod programs;
+pub mod topology;
+
+/// Fails with a clear message when the tests cannot run here: they need
+/// root (CAP_NET_ADMIN, CAP_BPF) and iproute2. They never skip.
+pub fn require_privileges() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "these tests need root (CAP_NET_ADMIN and CAP_BPF for network namespaces and XDP); \
+         run them with `sudo cargo xtask test`"
+    );
+    assert!(
+        std::process::Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "these tests need iproute2 (`ip`); `cargo xtask test` installs it"
+    );
+}

@@ -103,6 +103,11 @@ pub fn respond(frame: &[u8], ifindex: u32, now_ns: u64, vips: &impl Vips) -> Out
     }
     let sha = mac_at(frame, AR_SHA);
     let spa = u32_at(frame, AR_SPA);
+    let multicast = |a: u32| a >> 28 == 0xe;
+    let loopback = |a: u32| a >> 24 == 127;
+    if spa != 0 && (multicast(spa) || spa == u32::MAX || loopback(spa) || spa >> 24 == 0) {
+        return pass(Reason::PassBadSender);
+    }
     if spa != 0 {
         let key = VipKey::ipv4(ifindex, 0, ip_at(frame, AR_SPA));
         if let Some(entry) = vips.get(&key) {
@@ -119,13 +124,8 @@ pub fn respond(frame: &[u8], ifindex: u32, now_ns: u64, vips: &impl Vips) -> Out
         return pass(Reason::PassNotRequest);
     }
     let tpa = u32_at(frame, AR_TPA);
-    let multicast = |a: u32| a >> 28 == 0xe;
-    let loopback = |a: u32| a >> 24 == 127;
     if multicast(tpa) || tpa == u32::MAX || loopback(tpa) {
         return pass(Reason::PassBadTarget);
-    }
-    if spa != 0 && (multicast(spa) || spa == u32::MAX || loopback(spa) || spa >> 24 == 0) {
-        return pass(Reason::PassBadSender);
     }
     let Some(entry) = vips.get(&VipKey::ipv4(ifindex, 0, ip_at(frame, AR_TPA))) else {
         return pass(Reason::PassNotVip);

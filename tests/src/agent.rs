@@ -1,0 +1,111 @@
+//! The real `speaker` binary, run inside a namespace.
+
+use std::{
+    path::PathBuf,
+    process::{Child, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::netns::Netns;
+
+/// The speaker binary: `SPEAKER_BIN`, or `speaker` next to the test's own
+/// target folder (`cargo xtask test` builds it first).
+pub fn speaker_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SPEAKER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> or target/<profile>/<bin>
+    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("speaker")
+}
+
+/// A running agent; killed on drop if still running.
+pub struct Agent {
+    child: Child,
+    log: PathBuf,
+    pub bpffs: PathBuf,
+}
+
+impl Agent {
+    /// Starts `speaker ARGS --bpffs <unique dir>` in `ns`.
+    pub fn start(ns: &Netns, args: &[&str]) -> Result<Self> {
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/{}", ns.name()));
+        let log = std::env::temp_dir().join(format!("{}-speaker.log", ns.name()));
+        let log_file = std::fs::File::create(&log)?;
+        let bin = speaker_bin();
+        let child = ns
+            .command(bin.to_str().context("binary path is not UTF-8")?)
+            .args(args)
+            .arg("--bpffs")
+            .arg(&bpffs)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        Ok(Self { child, log, bpffs })
+    }
+
+    /// Waits until the program is attached to `ifname` and the maps are
+    /// pinned, or fails with the agent's log.
+    pub fn wait_ready(&mut self, ns: &Netns, ifname: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("speaker exited early ({status}):\n{}", self.log());
+            }
+            if ns.has_xdp(ifname)? && self.bpffs.join("VIPS").exists() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("speaker did not attach within 10 s:\n{}", self.log())
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Sends SIGTERM and waits (up to 10 s) for the exit status.
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "speaker did not stop within 10 s of SIGTERM:\n{}",
+            self.log()
+        )
+    }
+
+    /// The agent's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SIGCONT first, in case a test left it stopped.
+            self.signal(libc::SIGCONT);
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+        // A killed agent cannot unpin; its pins are removed here.
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+    }
+}

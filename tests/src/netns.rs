@@ -1,0 +1,176 @@
+//! Named network namespaces that remove themselves on drop.
+
+use std::{
+    fs::File,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace named `spk<pid>-<tag><n>`; `cargo xtask test` removes
+/// any whose process is gone, should a test be killed before its drop runs.
+pub struct Netns {
+    name: String,
+    fd: File,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Result<Self> {
+        let name = format!(
+            "spk{}-{tag}{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run(Command::new("ip").args(["netns", "add", &name]))?;
+        let fd = match File::open(format!("/run/netns/{name}")) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = Command::new("ip").args(["netns", "del", &name]).output();
+                return Err(e).context("cannot open the new namespace");
+            }
+        };
+        let ns = Self { name, fd };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs inside this namespace. Only the network namespace
+    /// changes (unlike `ip netns exec`, which also gives the child a private
+    /// /sys and bpffs), so pins stay visible to bpftool.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let fd = self.fd.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; fd stays open until exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
+    /// Runs `ip ARGS` in this namespace.
+    pub fn ip(&self, args: &[&str]) -> Result<String> {
+        run(self.command("ip").args(args))
+    }
+
+    /// Runs `sysctl -w KEY=VALUE` in this namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        run(self
+            .command("sysctl")
+            .args(["-q", "-w", &format!("{key}={value}")]))
+        .map(drop)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let fd = self.fd.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: setns on a thread we own and end afterwards.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
+                    bail!("setns: {}", std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
+        })
+    }
+
+    /// The MAC address of `ifname` here.
+    pub fn mac(&self, ifname: &str) -> Result<[u8; 6]> {
+        let out = self.ip(&["-j", "link", "show", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        let s = v[0]["address"]
+            .as_str()
+            .context("no address in `ip link` output")?;
+        parse_mac(s)
+    }
+
+    pub fn ifindex(&self, ifname: &str) -> Result<u32> {
+        let out = self.ip(&["-j", "link", "show", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        v[0]["ifindex"]
+            .as_u64()
+            .map(|i| i as u32)
+            .context("no ifindex in `ip link` output")
+    }
+
+    /// Whether an XDP program is attached to `ifname`.
+    pub fn has_xdp(&self, ifname: &str) -> Result<bool> {
+        let out = self.ip(&["-j", "link", "show", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(!v[0]["xdp"].is_null())
+    }
+
+    /// The kernel's neighbour entry for `addr` on `ifname`: (MAC, state).
+    pub fn neighbour(&self, ifname: &str, addr: &str) -> Result<Option<([u8; 6], String)>> {
+        let out = self.ip(&["-j", "neigh", "show", addr, "dev", ifname])?;
+        let v: serde_json::Value = serde_json::from_str(if out.is_empty() { "[]" } else { &out })?;
+        let Some(entry) = v.as_array().and_then(|a| a.first()) else {
+            return Ok(None);
+        };
+        let Some(mac) = entry["lladdr"].as_str() else {
+            return Ok(None);
+        };
+        let state = entry["state"]
+            .as_array()
+            .and_then(|s| s.first())
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .to_string();
+        Ok(Some((parse_mac(mac)?, state)))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace takes its interfaces (and veth peers) along.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        bail!("not a MAC address: {s:?}");
+    }
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).with_context(|| format!("not a MAC address: {s:?}"))?;
+    }
+    Ok(mac)
+}
+
+/// Runs a command to completion; its stdout on success, an error naming the
+/// command and its stderr otherwise.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!(
+            "{cmd:?} failed ({status}): {}",
+            String::from_utf8_lossy(&stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&stdout).trim().to_string())
+}
