@@ -17,7 +17,7 @@ pub enum NetdevError {
     NotFound(String),
     #[error("interface {0:?}: name is not valid")]
     BadName(String),
-    #[error("interface {name:?}: {what}: {source}")]
+    #[error("interface {name:?}: {what}")]
     Io {
         name: String,
         what: &'static str,

@@ -19,7 +19,7 @@ use tracing::{debug, info, info_span, warn};
 use crate::{
     announce::{Announcer, PacketSocket, garp_reply, garp_request},
     config::StaticConfig,
-    dataplane::{Dataplane, monotonic_now_ns},
+    dataplane::{Dataplane, error_chain, monotonic_now_ns},
     netdev::{Interface, fmt_mac},
 };
 
@@ -93,7 +93,7 @@ pub async fn run(cfg: StaticConfig) -> Result<()> {
     // Stop answering first, then detach and unpin (also after an error).
     for t in &targets {
         if let Err(e) = dp.remove_vip(&t.key) {
-            warn!(vip = %t.vip, error = %e, "cannot remove VIP from the map");
+            warn!(vip = %t.vip, error = %error_chain(&e), "cannot remove VIP from the map");
         }
     }
     dp.detach_all();
@@ -165,7 +165,7 @@ fn report_conflicts(
     let conflicts = match dp.conflicts() {
         Ok(c) => c,
         Err(e) => {
-            warn!(error = %e, "cannot read conflicts");
+            warn!(error = %error_chain(&e), "cannot read conflicts");
             return;
         }
     };

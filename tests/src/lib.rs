@@ -3,6 +3,7 @@
 //! the demo and the benchmarks (src/bin).
 
 pub mod agent;
+pub mod bpftool;
 pub mod capture;
 pub mod frames;
 pub mod netns;
@@ -26,4 +27,22 @@ pub fn require_privileges() {
             .is_ok_and(|o| o.status.success()),
         "these tests need iproute2 (`ip`); `cargo xtask test` installs it"
     );
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns the
+/// time it took, or `None` on timeout.
+pub fn wait_for(
+    timeout: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> Option<std::time::Duration> {
+    let start = std::time::Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

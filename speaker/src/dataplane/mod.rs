@@ -31,36 +31,36 @@ pub enum DataplaneError {
         "this speaker binary was built without its XDP program; build it with `cargo xtask build`"
     )]
     NoObject,
-    #[error("cannot load the XDP object: {0}")]
+    #[error("cannot load the XDP object")]
     Load(#[source] Box<aya::EbpfError>),
-    #[error("cannot load the XDP program into the kernel: {0}")]
+    #[error("cannot load the XDP program into the kernel")]
     Program(#[source] Box<aya::programs::ProgramError>),
     #[error("the XDP object has no {0}")]
     Missing(&'static str),
-    #[error("cannot attach to {iface} in {mode} mode: {source}")]
+    #[error("cannot attach to {iface} in {mode} mode")]
     Attach {
         iface: String,
         mode: &'static str,
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
-    #[error("{path}: {what}: {source}")]
+    #[error("{path}: {what}")]
     Bpffs {
         path: PathBuf,
         what: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("{path} is not on a bpf filesystem (mount one with `mount -t bpf bpf {path}`)")]
+    #[error("{path} is not on a bpf filesystem (mount one, e.g. `mount -t bpf bpf /sys/fs/bpf`)")]
     NotBpffs { path: PathBuf },
-    #[error("cannot pin map {map} at {path}: {source}")]
+    #[error("cannot pin map {map} at {path}")]
     Pin {
         map: &'static str,
         path: PathBuf,
         #[source]
         source: aya::pin::PinError,
     },
-    #[error("map {map}: {source}")]
+    #[error("map {map}")]
     Map {
         map: &'static str,
         #[source]
@@ -195,7 +195,7 @@ impl Dataplane {
         };
         for (ifindex, link) in self.links.drain() {
             if let Err(e) = program.detach(link) {
-                warn!(ifindex, error = %e, "cannot detach XDP program");
+                warn!(ifindex, error = %error_chain(&e), "cannot detach XDP program");
             }
         }
     }
@@ -382,24 +382,25 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
 }
 
 /// Makes `dir` exist on a bpffs. When /sys/fs/bpf itself is not mounted
-/// (common on minimal hosts and inside `ip netns exec`), mounts it.
+/// (common on minimal hosts), mounts it there.
 fn prepare_bpffs_dir(dir: &Path) -> Result<(), DataplaneError> {
     fn io_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> DataplaneError {
         let path = path.to_path_buf();
         move |source| DataplaneError::Bpffs { path, what, source }
     }
-    let parent = dir.parent().unwrap_or(dir);
-    let parent_is_bpffs = is_bpffs(parent).map_err(io_err(parent, "cannot stat"))?;
-    if !parent_is_bpffs {
-        let root = Path::new("/sys/fs/bpf");
-        if parent == root {
-            info!("mounting bpffs at /sys/fs/bpf");
-            mount_bpffs(root).map_err(io_err(root, "cannot mount bpffs"))?;
-        } else {
-            return Err(DataplaneError::NotBpffs {
-                path: parent.to_path_buf(),
-            });
-        }
+    let root = Path::new("/sys/fs/bpf");
+    if dir.parent() == Some(root) && !is_bpffs(root).map_err(io_err(root, "cannot stat"))? {
+        info!("mounting bpffs at /sys/fs/bpf");
+        mount_bpffs(root).map_err(io_err(root, "cannot mount bpffs"))?;
+    }
+    let mut existing = dir;
+    while !existing.exists() {
+        existing = existing.parent().unwrap_or(root);
+    }
+    if !is_bpffs(existing).map_err(io_err(existing, "cannot stat"))? {
+        return Err(DataplaneError::NotBpffs {
+            path: dir.to_path_buf(),
+        });
     }
     fs::create_dir_all(dir).map_err(io_err(dir, "cannot create folder"))?;
     Ok(())

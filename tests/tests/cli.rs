@@ -1,0 +1,155 @@
+//! Bad input on the command line: a clear message and a non-zero exit,
+//! before anything touches the kernel.
+
+use std::process::Command;
+
+use speaker_tests::{agent::speaker_bin, netns::Netns, require_privileges};
+
+/// Runs `speaker ARGS` in `ns`; returns (exit code, stderr).
+fn speaker(ns: &Netns, args: &[&str]) -> (Option<i32>, String) {
+    let bin = speaker_bin();
+    let out = ns
+        .command(bin.to_str().expect("UTF-8 path"))
+        .args(args)
+        .output()
+        .expect("run speaker");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ns_with_eth0() -> Netns {
+    let ns = Netns::new("cli").expect("namespace");
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ])
+    .expect("veth");
+    ns
+}
+
+#[test]
+fn configuration_errors_are_clear_and_fail() {
+    require_privileges();
+    let ns = ns_with_eth0();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["static", "-i", "nosuch0", "--vip", "198.18.0.10"],
+            "interface \"nosuch0\": no such interface in this network namespace",
+        ),
+        (
+            &["static", "-i", "bad/name", "--vip", "198.18.0.10"],
+            "interface \"bad/name\": name is not valid",
+        ),
+        (
+            &["static", "-i", "lo", "--vip", "198.18.0.10"],
+            "interface \"lo\": not an Ethernet device",
+        ),
+        (
+            &["static", "-i", "eth0", "--vip", "198.18.0.300"],
+            "invalid value '198.18.0.300' for '--vip <ADDR>'",
+        ),
+        (
+            &["static", "-i", "eth0", "--vip", "224.0.0.1"],
+            "VIP 224.0.0.1: is a multicast address",
+        ),
+        (
+            &["static", "-i", "eth0", "--vip", "127.0.0.1"],
+            "VIP 127.0.0.1: is a loopback address",
+        ),
+        (
+            &["static", "-i", "eth0", "--vip", "2001:db8::1"],
+            "VIP 2001:db8::1: IPv6 VIPs are not supported yet",
+        ),
+        (
+            &[
+                "static",
+                "-i",
+                "eth0",
+                "--vip",
+                "198.18.0.10",
+                "--hold-time",
+                "1s",
+            ],
+            "--hold-time (1s) must be longer than --refresh-interval (1s)",
+        ),
+        (
+            &[
+                "static",
+                "-i",
+                "eth0",
+                "--vip",
+                "198.18.0.10",
+                "--hold-time",
+                "3 fortnights",
+            ],
+            "unknown unit",
+        ),
+        (&["static", "-i", "eth0"], "--vip <ADDR>"),
+        (
+            &[
+                "static",
+                "-i",
+                "eth0",
+                "--vip",
+                "198.18.0.10",
+                "--xdp-mode",
+                "turbo",
+            ],
+            "invalid value 'turbo' for '--xdp-mode",
+        ),
+    ];
+    for (args, message) in cases {
+        let (code, stderr) = speaker(&ns, args);
+        assert_eq!(code, Some(2), "{args:?} should exit 2; stderr: {stderr}");
+        assert!(
+            stderr.contains(message),
+            "{args:?}: stderr lacks {message:?}:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    }
+    assert!(
+        !ns.has_xdp("eth0").expect("ip link"),
+        "a refused start attached XDP"
+    );
+}
+
+#[test]
+fn bpffs_outside_a_bpf_filesystem_is_refused() {
+    require_privileges();
+    let ns = ns_with_eth0();
+    let (code, stderr) = speaker(
+        &ns,
+        &[
+            "static",
+            "-i",
+            "eth0",
+            "--vip",
+            "198.18.0.10",
+            "--bpffs",
+            "/tmp/not-bpffs/speaker",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is not on a bpf filesystem"), "{stderr}");
+    assert!(!ns.has_xdp("eth0").expect("ip link"));
+}
+
+#[test]
+fn help_documents_the_static_mode() {
+    let out = Command::new(speaker_bin())
+        .args(["static", "--help"])
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--interface",
+        "--vip",
+        "--hold-time",
+        "--bpffs",
+        "--xdp-mode",
+        "--garp-count",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+    }
+}
