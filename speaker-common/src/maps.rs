@@ -14,8 +14,37 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const CONFLICTS_MAP: &str = "CONFLICTS";
 pub const CONFLICTS_MAX_ENTRIES: u32 = 4096;
 
+/// Prefilter over VIP addresses: a bitmap of [`FILTER_BITS`] bits, as
+/// [`FILTER_WORDS`] `u64` array elements, indexed by [`filter_slot`]. A clear
+/// bit means "certainly not a VIP", sparing the hash lookup for nearly all
+/// ARP on a LAN. The agent keeps it a superset of the VIP map: a bit is set
+/// before its first VIP is inserted and cleared after its last is removed.
+pub const FILTER_MAP: &str = "VIP_FILTER";
+pub const FILTER_BITS: u32 = 1 << 16;
+pub const FILTER_WORDS: u32 = FILTER_BITS / 64;
+
+/// The filter bit of an address (16 bytes, IPv4 in the first 4): the
+/// address folded to 16 bits by XOR, so addresses of one subnet, which
+/// differ in their low bytes, get distinct bits.
+#[inline(always)]
+pub const fn filter_slot(addr: &[u8; 16]) -> u16 {
+    let mut slot = 0u16;
+    let mut i = 0;
+    while i < 16 {
+        slot ^= ((addr[i] as u16) << 8) | addr[i + 1] as u16;
+        i += 2;
+    }
+    slot
+}
+
+/// [`filter_slot`] of an IPv4 address, without building the 16 bytes.
+#[inline(always)]
+pub const fn filter_slot_v4(a: &[u8; 4]) -> u16 {
+    (((a[0] as u16) << 8) | a[1] as u16) ^ (((a[2] as u16) << 8) | a[3] as u16)
+}
+
 /// The maps the agent pins, under these file names in its bpffs folder.
-pub const PINNED_MAPS: [&str; 3] = [VIPS_MAP, COUNTERS_MAP, CONFLICTS_MAP];
+pub const PINNED_MAPS: [&str; 4] = [VIPS_MAP, COUNTERS_MAP, CONFLICTS_MAP, FILTER_MAP];
 
 /// Address family of a [`VipKey`].
 pub const FAMILY_IPV4: u16 = 4;
@@ -179,6 +208,11 @@ counters! {
 }
 
 const _: () = assert!(core::mem::size_of::<Counters>() == Reason::COUNT * 8);
+const _: () = {
+    let a = [198, 18, 0, 10];
+    let k = VipKey::ipv4(1, 0, a);
+    assert!(filter_slot(&k.addr) == filter_slot_v4(&a));
+};
 const _: () = assert!(core::mem::size_of::<VipKey>() == 24);
 const _: () = assert!(core::mem::size_of::<VipEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Conflict>() == 24);

@@ -2,7 +2,7 @@
 //! net/ipv4/arp.c (arp_rcv, arp_process) would answer for a local address.
 
 use speaker_common::{
-    maps::{Reason, VipKey},
+    maps::{Reason, VipKey, filter_slot_v4},
     wire::{
         ARP_HLEN_ETHER, ARP_PLEN_IPV4, ARPHRD_ETHER, ARPHRD_IEEE802, ARPOP_REPLY, ARPOP_REQUEST,
         ArpFrame, ETH_BROADCAST, ETH_P_IP, ipv4,
@@ -42,7 +42,7 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext) -> Verdict {
     // A frame whose sender is one of our VIPs: with our MAC it is our own
     // (Linux rejects a local source address); with another MAC it is a
     // conflict the agent must hear about. Either way it is not answered.
-    if spa != 0 {
+    if spa != 0 && maps::maybe_vip(filter_slot_v4(&arp.spa)) {
         let key = VipKey::ipv4(ifindex, 0, arp.spa);
         if let Some(entry) = maps::vip(&key) {
             if mac_eq(&entry.mac, &arp.sha) {
@@ -58,6 +58,9 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext) -> Verdict {
     let tpa = be32(&arp.tpa);
     if ipv4::is_multicast(tpa) || ipv4::is_limited_broadcast(tpa) || ipv4::is_loopback(tpa) {
         return Verdict::pass(Reason::PassBadTarget);
+    }
+    if !maps::maybe_vip(filter_slot_v4(&arp.tpa)) {
+        return Verdict::pass(Reason::PassNotVip);
     }
     let Some(entry) = maps::vip(&VipKey::ipv4(ifindex, 0, arp.tpa)) else {
         return Verdict::pass(Reason::PassNotVip);

@@ -2,12 +2,13 @@
 
 use aya_ebpf::{
     bindings::BPF_ANY,
-    btf_maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     helpers::bpf_ktime_get_ns,
     macros::btf_map,
 };
 use speaker_common::maps::{
-    CONFLICTS_MAX_ENTRIES, Conflict, Counters, Reason, VIPS_MAX_ENTRIES, VipEntry, VipKey,
+    CONFLICTS_MAX_ENTRIES, Conflict, Counters, FILTER_WORDS, Reason, VIPS_MAX_ENTRIES, VipEntry,
+    VipKey,
 };
 
 #[btf_map]
@@ -19,6 +20,19 @@ static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
 #[btf_map]
 static CONFLICTS: PerCpuHashMap<VipKey, Conflict, { CONFLICTS_MAX_ENTRIES as usize }> =
     PerCpuHashMap::new();
+
+#[btf_map]
+static VIP_FILTER: Array<u64, { FILTER_WORDS as usize }> = Array::new();
+
+/// False when `slot` (speaker_common::maps::filter_slot) is certainly no
+/// VIP's. An array lookup, which the verifier inlines: no hashing, no call.
+#[inline(always)]
+pub fn maybe_vip(slot: u16) -> bool {
+    match VIP_FILTER.get(u32::from(slot >> 6)) {
+        Some(word) => *word & (1u64 << (slot & 63)) != 0,
+        None => true,
+    }
+}
 
 /// The entry for a VIP, copied out of the map (the agent may replace it).
 #[inline(always)]

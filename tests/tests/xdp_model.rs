@@ -69,6 +69,11 @@ impl Harness {
         self.mirror.insert(key, entry);
     }
 
+    fn remove(&mut self, key: VipKey) {
+        self.dp.remove_vip(&key).expect("remove VIP");
+        self.mirror.remove(&key);
+    }
+
     fn conflicts(&self) -> HashMap<VipKey, (u64, [u8; 6])> {
         self.dp
             .conflicts()
@@ -367,6 +372,66 @@ fn answered_reply_has_every_field_right() {
             "probe answered unicast to the sender"
         );
         assert_eq!((reply.spa, reply.tpa), (VIP_LIVE, [0; 4]));
+    });
+}
+
+#[test]
+fn prefilter_is_transparent_when_vips_share_a_bit() {
+    use speaker_common::maps::filter_slot_v4;
+    // 198.19.0.11 folds to the same filter bit as VIP_LIVE.
+    const COLLIDER: [u8; 4] = [198, 19, 0, 11];
+    assert_eq!(filter_slot_v4(&COLLIDER), filter_slot_v4(&VIP_LIVE));
+    with_harness(|h| {
+        let ifindex = h.ifindex;
+        let key = |a| VipKey::ipv4(ifindex, 0, a);
+        let req = |a| request(a).bytes();
+        let answered = |h: &mut Harness, name, a| h.check(name, &req(a), ifindex).reason;
+        assert_eq!(
+            answered(h, "collider, not a VIP yet", COLLIDER),
+            Reason::PassNotVip
+        );
+        h.install(
+            key(COLLIDER),
+            VipEntry {
+                mac: OUR_MAC,
+                _pad: [0; 2],
+                expires_ns: 0,
+            },
+        );
+        assert_eq!(
+            answered(h, "collider installed", COLLIDER),
+            Reason::ArpReply
+        );
+        h.remove(key(COLLIDER));
+        assert_eq!(
+            answered(h, "collider removed", COLLIDER),
+            Reason::PassNotVip
+        );
+        assert_eq!(
+            answered(h, "bit still held by VIP_LIVE", VIP_LIVE),
+            Reason::ArpReply
+        );
+        h.install(
+            key(COLLIDER),
+            VipEntry {
+                mac: OUR_MAC,
+                _pad: [0; 2],
+                expires_ns: 0,
+            },
+        );
+        h.remove(key(VIP_LIVE));
+        assert_eq!(
+            answered(h, "VIP_LIVE removed", VIP_LIVE),
+            Reason::PassNotVip
+        );
+        assert_eq!(
+            answered(h, "bit still held by collider", COLLIDER),
+            Reason::ArpReply
+        );
+        h.remove(key(COLLIDER));
+        assert_eq!(answered(h, "both removed", COLLIDER), Reason::PassNotVip);
+        // Removing what is not there is harmless.
+        h.remove(key(COLLIDER));
     });
 }
 

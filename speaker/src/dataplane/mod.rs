@@ -12,13 +12,13 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 pub use objects::{SPEAKER_XDP, TESTBED};
 use speaker_common::maps::{
-    CONFLICTS_MAP, COUNTERS_MAP, Conflict, Counters, PINNED_MAPS, VIPS_MAP, VipEntry, VipKey,
-    XDP_PROGRAM,
+    CONFLICTS_MAP, COUNTERS_MAP, Conflict, Counters, FILTER_MAP, FILTER_WORDS, PINNED_MAPS,
+    VIPS_MAP, VipEntry, VipKey, XDP_PROGRAM, filter_slot,
 };
 use thiserror::Error;
 use tracing::{info, warn};
@@ -86,6 +86,7 @@ pub struct Dataplane {
     vips: HashMap<MapData, VipKey, VipEntry>,
     counters: PerCpuArray<MapData, Counters>,
     conflicts: PerCpuHashMap<MapData, VipKey, Conflict>,
+    filter: Filter,
     links: StdHashMap<u32, XdpLinkId>,
     pins: Pins,
 }
@@ -121,11 +122,13 @@ impl Dataplane {
         let vips = take_map(&mut ebpf, VIPS_MAP, &mut pins)?;
         let counters = take_map(&mut ebpf, COUNTERS_MAP, &mut pins)?;
         let conflicts = take_map(&mut ebpf, CONFLICTS_MAP, &mut pins)?;
+        let filter = Filter::new(take_map(&mut ebpf, FILTER_MAP, &mut pins)?);
         Ok(Self {
             ebpf,
             vips,
             counters,
             conflicts,
+            filter,
             links: StdHashMap::new(),
             pins,
         })
@@ -205,7 +208,10 @@ impl Dataplane {
         self.pins.remove();
     }
 
+    /// Inserts or replaces a VIP entry. The filter bit goes first, so the
+    /// program never skips a VIP it has.
     pub fn set_vip(&mut self, key: &VipKey, entry: &VipEntry) -> Result<(), DataplaneError> {
+        self.filter.add(key)?;
         self.vips
             .insert(key, entry, 0)
             .map_err(|source| DataplaneError::Map {
@@ -214,21 +220,25 @@ impl Dataplane {
             })
     }
 
+    /// Removes a VIP entry (absent is fine); its filter bit is cleared after.
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
         match self.vips.remove(key) {
-            Ok(()) => Ok(()),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DataplaneError::Map {
-                map: VIPS_MAP,
-                source,
-            }),
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(source) => {
+                return Err(DataplaneError::Map {
+                    map: VIPS_MAP,
+                    source,
+                });
+            }
         }
+        self.filter.remove(key)
     }
 
     pub fn vip(&self, key: &VipKey) -> Result<Option<VipEntry>, DataplaneError> {
         match self.vips.get(key, 0) {
             Ok(v) => Ok(Some(v)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(source) => Err(DataplaneError::Map {
                 map: VIPS_MAP,
                 source,
@@ -293,6 +303,82 @@ impl Dataplane {
 impl Drop for Dataplane {
     fn drop(&mut self) {
         self.detach_all();
+    }
+}
+
+/// The agent's side of the VIP prefilter (see speaker_common::maps::FILTER_MAP):
+/// the keys whose bits it set, and a copy of the words it wrote.
+struct Filter {
+    map: Array<MapData, u64>,
+    keys: std::collections::HashSet<VipKey>,
+    users: StdHashMap<u16, u32>,
+    words: Vec<u64>,
+}
+
+impl Filter {
+    fn new(map: Array<MapData, u64>) -> Self {
+        Self {
+            map,
+            keys: Default::default(),
+            users: StdHashMap::new(),
+            words: vec![0; FILTER_WORDS as usize],
+        }
+    }
+
+    fn add(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        if !self.keys.insert(*key) {
+            return Ok(());
+        }
+        let slot = filter_slot(&key.addr);
+        let users = self.users.entry(slot).or_insert(0);
+        *users += 1;
+        if *users == 1 {
+            self.write(slot, true)?;
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        if !self.keys.remove(key) {
+            return Ok(());
+        }
+        let slot = filter_slot(&key.addr);
+        let Some(users) = self.users.get_mut(&slot) else {
+            return Ok(());
+        };
+        *users -= 1;
+        if *users == 0 {
+            self.users.remove(&slot);
+            self.write(slot, false)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the word holding `slot`. Other bits of the word are unchanged,
+    /// so even a torn write never clears another VIP's bit.
+    fn write(&mut self, slot: u16, on: bool) -> Result<(), DataplaneError> {
+        let (index, bit) = (usize::from(slot >> 6), 1u64 << (slot & 63));
+        if on {
+            self.words[index] |= bit;
+        } else {
+            self.words[index] &= !bit;
+        }
+        self.map
+            .set(index as u32, self.words[index], 0)
+            .map_err(|source| DataplaneError::Map {
+                map: FILTER_MAP,
+                source,
+            })
+    }
+}
+
+/// aya reports a missing key as KeyNotFound on lookup but as a raw ENOENT
+/// from bpf_map_delete_elem.
+fn is_not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 
