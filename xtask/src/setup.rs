@@ -25,6 +25,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ndisc6", "ndisc6"),
     ("ethtool", "ethtool"),
     ("iputils-ping", "ping"),
+    ("procps", "sysctl"),
 ];
 
 pub fn all() -> Result<()> {
