@@ -117,18 +117,57 @@ fn test(extra: &[String]) -> Result<()> {
     let dir = ebpf::build()?;
     // Integration tests start the real agent binary, so build it first.
     run(cargo(&dir).args(["build", "--package", "speaker"]))?;
-    let result = run(cargo(&dir)
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "speaker-ebpf",
-            "--no-fail-fast",
-        ])
-        .args(extra));
+    let result = run_tests(
+        cargo(&dir)
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "speaker-ebpf",
+                "--no-fail-fast",
+            ])
+            .args(extra),
+    );
     // Interrupted tests cannot run their own clean-up; whatever they left is removed here.
     setup::remove_leftover_namespaces();
     result
+}
+
+/// Runs `cargo test`, echoing its output, and closes with the totals over
+/// every test binary on one line.
+fn run_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            let Some(rest) = line.strip_prefix("test result: ") else {
+                continue;
+            };
+            for part in rest.split(['.', ';']) {
+                let mut words = part.split_whitespace();
+                if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                    let n: u64 = n.parse().unwrap_or(0);
+                    match what {
+                        "passed" => passed += n,
+                        "failed" => failed += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
 }
 
 fn bench(extra: &[String]) -> Result<()> {
