@@ -166,6 +166,7 @@ fn request(tpa: [u8; 4]) -> Arp {
 
 /// Every rule of the responder as a named case, with the reason the model
 /// must give (so the model is held to the intent, and the program to it).
+#[rustfmt::skip]
 fn named_cases() -> Vec<(&'static str, Arp, Reason)> {
     use Reason::*;
     let with = |mut a: Arp, f: &dyn Fn(&mut Arp)| {
@@ -174,155 +175,43 @@ fn named_cases() -> Vec<(&'static str, Arp, Reason)> {
     };
     vec![
         ("request for a VIP", request(VIP_LIVE), ArpReply),
-        (
-            "request for a VIP, entry expiring in the far future",
-            request(VIP_FUTURE),
-            ArpReply,
-        ),
-        (
-            "request with Ethernet padding",
-            with(request(VIP_LIVE), &|a| a.trailer = vec![0xa5; 18]),
-            ArpReply,
-        ),
-        (
-            "unicast request to our MAC",
-            with(request(VIP_LIVE), &|a| a.eth_dst = OUR_MAC),
-            ArpReply,
-        ),
-        (
-            "IEEE 802 hardware type (6)",
-            with(request(VIP_LIVE), &|a| a.htype = 6),
-            ArpReply,
-        ),
-        (
-            "request with a non-zero target MAC",
-            with(request(VIP_LIVE), &|a| a.tha = OTHER_MAC),
-            ArpReply,
-        ),
-        (
-            "ARP probe (sender 0.0.0.0)",
-            with(request(VIP_LIVE), &|a| a.spa = [0; 4]),
-            ArpProbeReply,
-        ),
+        ("request for a VIP, entry expiring in the far future", request(VIP_FUTURE), ArpReply),
+        ("request with Ethernet padding", with(request(VIP_LIVE), &|a| a.trailer = vec![0xa5; 18]), ArpReply),
+        ("unicast request to our MAC", with(request(VIP_LIVE), &|a| a.eth_dst = OUR_MAC), ArpReply),
+        ("IEEE 802 hardware type (6)", with(request(VIP_LIVE), &|a| a.htype = 6), ArpReply),
+        ("request with a non-zero target MAC", with(request(VIP_LIVE), &|a| a.tha = OTHER_MAC), ArpReply),
+        ("ARP probe (sender 0.0.0.0)", with(request(VIP_LIVE), &|a| a.spa = [0; 4]), ArpProbeReply),
         ("expired entry", request(VIP_EXPIRED), PassExpired),
         ("not a VIP", request(NOT_VIP), PassNotVip),
-        (
-            "VIP of another interface",
-            request(VIP_OTHER_IF),
-            PassNotVip,
-        ),
-        (
-            "hardware type 2",
-            with(request(VIP_LIVE), &|a| a.htype = 2),
-            ArpBadHardware,
-        ),
-        (
-            "hardware type 0",
-            with(request(VIP_LIVE), &|a| a.htype = 0),
-            ArpBadHardware,
-        ),
-        (
-            "protocol IPv6",
-            with(request(VIP_LIVE), &|a| a.ptype = 0x86dd),
-            ArpBadProtocol,
-        ),
-        (
-            "hardware length 8",
-            with(request(VIP_LIVE), &|a| a.hlen = 8),
-            ArpBadLengths,
-        ),
-        (
-            "protocol length 16",
-            with(request(VIP_LIVE), &|a| a.plen = 16),
-            ArpBadLengths,
-        ),
+        ("VIP of another interface", request(VIP_OTHER_IF), PassNotVip),
+        ("hardware type 2", with(request(VIP_LIVE), &|a| a.htype = 2), ArpBadHardware),
+        ("hardware type 0", with(request(VIP_LIVE), &|a| a.htype = 0), ArpBadHardware),
+        ("protocol IPv6", with(request(VIP_LIVE), &|a| a.ptype = 0x86dd), ArpBadProtocol),
+        ("hardware length 8", with(request(VIP_LIVE), &|a| a.hlen = 8), ArpBadLengths),
+        ("protocol length 16", with(request(VIP_LIVE), &|a| a.plen = 16), ArpBadLengths),
         ("opcode 0", with(request(VIP_LIVE), &|a| a.op = 0), ArpBadOp),
-        (
-            "RARP request opcode 3",
-            with(request(VIP_LIVE), &|a| a.op = 3),
-            ArpBadOp,
-        ),
-        (
-            "ARP reply for a VIP",
-            with(request(VIP_LIVE), &|a| a.op = 2),
-            PassNotRequest,
-        ),
-        (
-            "Ethernet destination another host",
-            with(request(VIP_LIVE), &|a| a.eth_dst = OTHER_MAC),
-            PassEthDst,
-        ),
-        (
-            "Ethernet destination multicast",
-            with(request(VIP_LIVE), &|a| a.eth_dst = [0x01, 0, 0x5e, 0, 0, 1]),
-            PassEthDst,
-        ),
+        ("RARP request opcode 3", with(request(VIP_LIVE), &|a| a.op = 3), ArpBadOp),
+        ("ARP reply for a VIP", with(request(VIP_LIVE), &|a| a.op = 2), PassNotRequest),
+        ("Ethernet destination another host", with(request(VIP_LIVE), &|a| a.eth_dst = OTHER_MAC), PassEthDst),
+        ("Ethernet destination multicast", with(request(VIP_LIVE), &|a| a.eth_dst = [0x01, 0, 0x5e, 0, 0, 1]), PassEthDst),
         ("target multicast", request(BAD_CLASS[0]), PassBadTarget),
         ("target broadcast", request(BAD_CLASS[1]), PassBadTarget),
         ("target loopback", request(BAD_CLASS[2]), PassBadTarget),
-        (
-            "sender multicast",
-            with(request(VIP_LIVE), &|a| a.spa = [239, 1, 1, 1]),
-            PassBadSender,
-        ),
-        (
-            "sender broadcast",
-            with(request(VIP_LIVE), &|a| a.spa = [255; 4]),
-            PassBadSender,
-        ),
-        (
-            "sender loopback",
-            with(request(VIP_LIVE), &|a| a.spa = [127, 0, 0, 9]),
-            PassBadSender,
-        ),
-        (
-            "sender in 0.0.0.0/8",
-            with(request(VIP_LIVE), &|a| a.spa = [0, 1, 2, 3]),
-            PassBadSender,
-        ),
-        (
-            "gratuitous request from another host for our VIP",
-            with(Arp::request(OTHER_MAC, VIP_LIVE, VIP_LIVE), &|_| {}),
-            Conflict,
-        ),
-        (
-            "gratuitous reply from another host for our VIP",
-            with(Arp::request(OTHER_MAC, VIP_LIVE, VIP_LIVE), &|a| {
+        ("sender multicast", with(request(VIP_LIVE), &|a| a.spa = [239, 1, 1, 1]), PassBadSender),
+        ("sender broadcast", with(request(VIP_LIVE), &|a| a.spa = [255; 4]), PassBadSender),
+        ("sender loopback", with(request(VIP_LIVE), &|a| a.spa = [127, 0, 0, 9]), PassBadSender),
+        ("sender in 0.0.0.0/8", with(request(VIP_LIVE), &|a| a.spa = [0, 1, 2, 3]), PassBadSender),
+        ("gratuitous request from another host for our VIP", with(Arp::request(OTHER_MAC, VIP_LIVE, VIP_LIVE), &|_| {}), Conflict),
+        ("gratuitous reply from another host for our VIP", with(Arp::request(OTHER_MAC, VIP_LIVE, VIP_LIVE), &|a| {
                 a.op = 2;
                 a.tha = OTHER_MAC;
-            }),
-            Conflict,
-        ),
-        (
-            "another host asks with our VIP as sender",
-            with(Arp::request(OTHER_MAC, VIP_FUTURE, CLIENT_IP), &|_| {}),
-            Conflict,
-        ),
-        (
-            "claim on an expired VIP is still a conflict",
-            with(Arp::request(OTHER_MAC, VIP_EXPIRED, VIP_EXPIRED), &|_| {}),
-            Conflict,
-        ),
-        (
-            "our own gratuitous ARP echoed back",
-            with(Arp::request(OUR_MAC, VIP_LIVE, VIP_LIVE), &|_| {}),
-            PassOwnSender,
-        ),
-        (
-            "IPv4 frame",
-            with(request(VIP_LIVE), &|a| a.ether_type = 0x0800),
-            PassNotArp,
-        ),
-        (
-            "802.1Q tagged",
-            with(request(VIP_LIVE), &|a| a.ether_type = 0x8100),
-            PassVlan,
-        ),
-        (
-            "802.1ad tagged",
-            with(request(VIP_LIVE), &|a| a.ether_type = 0x88a8),
-            PassVlan,
-        ),
+            }), Conflict),
+        ("another host asks with our VIP as sender", with(Arp::request(OTHER_MAC, VIP_FUTURE, CLIENT_IP), &|_| {}), Conflict),
+        ("claim on an expired VIP is still a conflict", with(Arp::request(OTHER_MAC, VIP_EXPIRED, VIP_EXPIRED), &|_| {}), Conflict),
+        ("our own gratuitous ARP echoed back", with(Arp::request(OUR_MAC, VIP_LIVE, VIP_LIVE), &|_| {}), PassOwnSender),
+        ("IPv4 frame", with(request(VIP_LIVE), &|a| a.ether_type = 0x0800), PassNotArp),
+        ("802.1Q tagged", with(request(VIP_LIVE), &|a| a.ether_type = 0x8100), PassVlan),
+        ("802.1ad tagged", with(request(VIP_LIVE), &|a| a.ether_type = 0x88a8), PassVlan),
     ]
 }
 
