@@ -31,7 +31,16 @@ fn ns_with_eth0() -> Netns {
 fn configuration_errors_are_clear_and_fail() {
     require_privileges();
     let ns = ns_with_eth0();
-    #[rustfmt::skip] let cases: &[(&[&str], &str)] = &[ (&["static", "-i", "nosuch0", "--vip", "198.18.0.10"], "interface \"nosuch0\": no such interface in this network namespace"), (&["static", "-i", "bad/name", "--vip", "198.18.0.10"], "interface \"bad/name\": name is not valid"), (&["static", "-i", "lo", "--vip", "198.18.0.10"], "interface \"lo\": not an Ethernet device"), (&["static", "-i", "eth0", "--vip", "198.18.0.300"], "invalid value '198.18.0.300' for '--vip <ADDR>'"), (&["static", "-i", "eth0", "--vip", "224.0.0.1"], "VIP 224.0.0.1: is a multicast address"), (&["static", "-i", "eth0", "--vip", "127.0.0.1"], "VIP 127.0.0.1: is a loopback address"), (&["static", "-i", "eth0", "--vip", "2001:db8::1"], "VIP 2001:db8::1: IPv6 VIPs are not supported yet"), (&[ "static", "-i", "eth0", "--vip", "198.18.0.10", "--hold-time", "1s"], "--hold-time (1s) must be longer than --refresh-interval (1s)"),
+    #[rustfmt::skip]
+    let cases: &[(&[&str], &str)] = &[
+        (&["static", "-i", "nosuch0", "--vip", "198.18.0.10"], "interface \"nosuch0\": no such interface in this network namespace"),
+        (&["static", "-i", "bad/name", "--vip", "198.18.0.10"], "interface \"bad/name\": name is not valid"),
+        (&["static", "-i", "lo", "--vip", "198.18.0.10"], "interface \"lo\": not an Ethernet device"),
+        (&["static", "-i", "eth0", "--vip", "198.18.0.300"], "invalid value '198.18.0.300' for '--vip <ADDR>'"),
+        (&["static", "-i", "eth0", "--vip", "224.0.0.1"], "VIP 224.0.0.1: is a multicast address"),
+        (&["static", "-i", "eth0", "--vip", "127.0.0.1"], "VIP 127.0.0.1: is a loopback address"),
+        (&["static", "-i", "eth0", "--vip", "2001:db8::1"], "VIP 2001:db8::1: IPv6 VIPs are not supported yet"),
+        (&["static", "-i", "eth0", "--vip", "198.18.0.10", "--hold-time", "1s"], "--hold-time (1s) must be longer than --refresh-interval (1s)"),
         (&["static", "-i", "eth0", "--vip", "198.18.0.10", "--hold-time", "3 fortnights"], "unknown unit"),
         (&["static", "-i", "eth0"], "--vip <ADDR>"),
         (&["static", "-i", "eth0", "--vip", "198.18.0.10", "--xdp-mode", "turbo"], "invalid value 'turbo' for '--xdp-mode"),
