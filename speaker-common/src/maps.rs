@@ -173,11 +173,11 @@ counters! {
     arp_reply => ArpReply,
     /// ARP probe (sender IP 0.0.0.0) for a VIP answered (RFC 5227 defence).
     arp_probe_reply => ArpProbeReply,
-    /// Not ARP: passed.
-    pass_not_arp => PassNotArp,
-    /// 802.1Q/802.1ad tagged: passed.
+    /// Neither ARP nor IPv6: passed.
+    pass_other => PassOther,
+    /// 802.1ad or doubly tagged (only one 802.1Q tag is parsed): passed.
     pass_vlan => PassVlan,
-    /// ARP reply, or any other frame that is not a request: passed.
+    /// ARP reply or Neighbor Advertisement: passed.
     pass_not_request => PassNotRequest,
     /// Target is not a VIP on this interface: passed.
     pass_not_vip => PassNotVip,
@@ -187,13 +187,13 @@ counters! {
     pass_eth_dst => PassEthDst,
     /// Target is multicast, broadcast or loopback: passed.
     pass_bad_target => PassBadTarget,
-    /// Sender IP is multicast, broadcast, loopback or 0.0.0.0/8: passed.
+    /// ARP sender IP is multicast, broadcast, loopback or 0.0.0.0/8: passed.
     pass_bad_sender => PassBadSender,
     /// Sender is one of our VIPs with our own MAC: passed.
     pass_own_sender => PassOwnSender,
     /// Sender is one of our VIPs with another MAC: passed and recorded.
     conflict => Conflict,
-    /// Frame shorter than an Ethernet header.
+    /// Frame shorter than an Ethernet header (and its 802.1Q tag).
     eth_truncated => EthTruncated,
     /// ARP frame shorter than its Ethernet/IPv4 body.
     arp_truncated => ArpTruncated,
@@ -205,6 +205,39 @@ counters! {
     arp_bad_lengths => ArpBadLengths,
     /// ARP opcode other than request or reply.
     arp_bad_op => ArpBadOp,
+    /// Neighbor Solicitation for a VIP answered with a Neighbor Advertisement.
+    ndp_reply => NdpReply,
+    /// Duplicate address detection probe for a VIP answered to all nodes.
+    ndp_dad_reply => NdpDadReply,
+    /// IPv6 but not a Neighbor Solicitation or Advertisement: passed.
+    pass_not_ndp => PassNotNdp,
+    /// ND message cut short, or shorter than its IPv6 payload length says.
+    ndp_truncated => NdpTruncated,
+    /// ND message shorter than 24 bytes, not 24 plus whole 8-byte options,
+    /// or with more options than the responder reads (64 bytes).
+    ndp_bad_length => NdpBadLength,
+    /// IPv6 version other than 6, or a multicast or loopback source.
+    ndp_bad_header => NdpBadHeader,
+    /// ICMPv6 checksum wrong.
+    ndp_bad_checksum => NdpBadChecksum,
+    /// Hop limit other than 255 (the message crossed a router).
+    ndp_bad_hop_limit => NdpBadHopLimit,
+    /// ICMPv6 code other than 0.
+    ndp_bad_code => NdpBadCode,
+    /// Solicitation for a multicast target.
+    ndp_bad_target => NdpBadTarget,
+    /// DAD probe not sent to the target's solicited-node group, or carrying
+    /// a source link-layer address.
+    ndp_bad_dad => NdpBadDad,
+    /// Option of length 0, overrunning the message, or a source link-layer
+    /// address option that is not 8 bytes.
+    ndp_bad_options => NdpBadOptions,
+    /// Multicast solicitation without a source link-layer address.
+    ndp_no_lladdr => NdpNoLladdr,
+    /// Sent neither to the target, its solicited-node group nor all nodes.
+    ndp_bad_destination => NdpBadDestination,
+    /// The frame could not be resized to hold the advertisement: passed.
+    ndp_no_tailroom => NdpNoTailroom,
 }
 
 const _: () = assert!(core::mem::size_of::<Counters>() == Reason::COUNT * 8);

@@ -49,17 +49,6 @@ pub struct ArpHdr {
 
 pub const ARP_LEN: usize = core::mem::size_of::<ArpHdr>();
 
-/// An Ethernet frame carrying an ARP packet, as one struct so that a single
-/// bounds check covers every byte the responder reads or writes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArpFrame {
-    pub eth: EthHdr,
-    pub arp: ArpHdr,
-}
-
-pub const ARP_FRAME_LEN: usize = core::mem::size_of::<ArpFrame>();
-
 /// ar$hrd values: Ethernet (10Mb), and IEEE 802 networks, which Linux accepts
 /// on Ethernet devices too (RFC 2625; net/ipv4/arp.c, arp_process).
 pub const ARPHRD_ETHER: u16 = 1;
@@ -73,8 +62,114 @@ pub const ARPOP_REPLY: u16 = 2;
 
 const _: () = assert!(ETH_HLEN == 14);
 const _: () = assert!(ARP_LEN == 28);
-const _: () = assert!(ARP_FRAME_LEN == 42);
-const _: () = assert!(core::mem::align_of::<ArpFrame>() == 1);
+const _: () = assert!(core::mem::align_of::<ArpHdr>() == 1);
+
+/// IEEE 802.1Q tag, after the Ethernet addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VlanHdr {
+    /// Tag control information: PCP (3 bits), DEI (1), VLAN ID (12).
+    pub tci: [u8; 2],
+    /// EtherType of what the tag carries.
+    pub ether_type: [u8; 2],
+}
+
+pub const VLAN_HLEN: usize = core::mem::size_of::<VlanHdr>();
+pub const VLAN_VID_MASK: u16 = 0x0fff;
+
+/// RFC 8200 IPv6 header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Hdr {
+    /// Version (4 bits), traffic class (8), flow label (20).
+    pub vtc_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+
+pub const IPV6_HLEN: usize = core::mem::size_of::<Ipv6Hdr>();
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// RFC 4861 4.3/4.4 Neighbor Solicitation and Advertisement: the ICMPv6
+/// header and the fields both share.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NdMsg {
+    pub icmp_type: u8,
+    pub code: u8,
+    pub checksum: [u8; 2],
+    /// NA: R, S, O flags in the top bits; NS: reserved.
+    pub flags: [u8; 4],
+    pub target: [u8; 16],
+}
+
+pub const ND_MSG_LEN: usize = core::mem::size_of::<NdMsg>();
+pub const ND_NEIGHBOR_SOLICIT: u8 = 135;
+pub const ND_NEIGHBOR_ADVERT: u8 = 136;
+/// NA flags (first byte of `flags`).
+pub const ND_NA_FLAG_ROUTER: u8 = 0x80;
+pub const ND_NA_FLAG_SOLICITED: u8 = 0x40;
+pub const ND_NA_FLAG_OVERRIDE: u8 = 0x20;
+/// Every ND message travels with hop limit 255 (RFC 4861 7.1).
+pub const ND_HOP_LIMIT: u8 = 255;
+/// ND option types (RFC 4861 4.6.1): source / target link-layer address.
+pub const ND_OPT_SOURCE_LL_ADDR: u8 = 1;
+pub const ND_OPT_TARGET_LL_ADDR: u8 = 2;
+/// Option lengths are in units of 8 octets.
+pub const ND_OPT_UNIT: usize = 8;
+
+/// What the responder writes after the Ethernet header (and tag) when it
+/// answers: IPv6 header, NA, and one Target Link-Layer Address option.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NaPacket {
+    pub ip: Ipv6Hdr,
+    pub nd: NdMsg,
+    pub opt_type: u8,
+    pub opt_len: u8,
+    pub opt_mac: [u8; 6],
+}
+
+pub const NA_PACKET_LEN: usize = core::mem::size_of::<NaPacket>();
+/// ICMPv6 length of that NA (payload length of its IPv6 header).
+pub const NA_ICMP_LEN: usize = ND_MSG_LEN + ND_OPT_UNIT;
+
+const _: () = assert!(VLAN_HLEN == 4);
+const _: () = assert!(IPV6_HLEN == 40);
+const _: () = assert!(ND_MSG_LEN == 24);
+const _: () = assert!(NA_PACKET_LEN == 72);
+
+/// IPv6 address classes and the multicast groups ND uses (RFC 4291).
+pub mod ipv6 {
+    pub const UNSPECIFIED: [u8; 16] = [0; 16];
+    pub const LOOPBACK: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    /// ff02::1, all nodes on the link.
+    pub const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    /// 33:33:00:00:00:01, the Ethernet group of ff02::1 (RFC 2464 7).
+    pub const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+
+    #[inline(always)]
+    pub const fn is_multicast(a: &[u8; 16]) -> bool {
+        a[0] == 0xff
+    }
+
+    /// ff02::1:ffXX:XXXX for an address's low 24 bits (RFC 4291 2.7.1).
+    #[inline(always)]
+    pub const fn solicited_node(a: &[u8; 16]) -> [u8; 16] {
+        [
+            0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, a[13], a[14], a[15],
+        ]
+    }
+
+    /// The Ethernet group an IPv6 multicast address maps to (RFC 2464 7).
+    #[inline(always)]
+    pub const fn multicast_mac(group: &[u8; 16]) -> [u8; 6] {
+        [0x33, 0x33, group[12], group[13], group[14], group[15]]
+    }
+}
 
 /// IPv4 address classes that Linux never answers ARP for as a target, or
 /// accepts as an ARP sender (RFC 1122 3.2.1.3, RFC 5735).

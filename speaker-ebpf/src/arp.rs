@@ -5,28 +5,27 @@ use speaker_common::{
     maps::{Reason, VipKey, filter_slot_v4},
     wire::{
         ARP_HLEN_ETHER, ARP_PLEN_IPV4, ARPHRD_ETHER, ARPHRD_IEEE802, ARPOP_REPLY, ARPOP_REQUEST,
-        ArpFrame, ETH_BROADCAST, ETH_P_IP, ipv4,
+        ArpHdr, ETH_BROADCAST, ETH_P_IP, EthHdr, ipv4,
     },
 };
 
 use crate::{
-    Verdict, maps,
+    L2, Verdict, maps,
     packet::{be16, be32, mac_eq, ptr_at},
 };
 
 #[inline(always)]
-pub fn respond(ctx: &aya_ebpf::programs::XdpContext) -> Verdict {
-    let Some(frame) = ptr_at::<ArpFrame>(ctx, 0) else {
+pub fn respond(ctx: &aya_ebpf::programs::XdpContext, l2: L2) -> Verdict {
+    let (Some(eth), Some(arp)) = (ptr_at::<EthHdr>(ctx, 0), ptr_at::<ArpHdr>(ctx, l2.l3)) else {
         return Verdict::pass(Reason::ArpTruncated);
     };
-    // SAFETY: ptr_at checked that the whole ARP frame lies inside the packet;
-    // nothing else references it while the program runs.
-    let frame = unsafe { &mut *frame };
-    if let Err(reason) = validate(frame) {
+    // SAFETY: ptr_at checked that both headers lie inside the packet; they do
+    // not overlap and nothing else references them while the program runs.
+    let (eth, arp) = unsafe { (&mut *eth, &mut *arp) };
+    if let Err(reason) = validate(arp) {
         return Verdict::pass(reason);
     }
     let ifindex = ctx.ingress_ifindex() as u32;
-    let arp = &frame.arp;
     let spa = be32(&arp.spa);
 
     // A martian sender fails Linux's route lookup; 0.0.0.0 is a probe
@@ -43,7 +42,7 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext) -> Verdict {
     // (Linux rejects a local source address); with another MAC it is a
     // conflict the agent must hear about. Either way it is not answered.
     if spa != 0 && maps::maybe_vip(filter_slot_v4(&arp.spa)) {
-        let key = VipKey::ipv4(ifindex, 0, arp.spa);
+        let key = VipKey::ipv4(ifindex, l2.vlan_id, arp.spa);
         if let Some(entry) = maps::vip(&key) {
             if mac_eq(&entry.mac, &arp.sha) {
                 return Verdict::pass(Reason::PassOwnSender);
@@ -62,17 +61,17 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext) -> Verdict {
     if !maps::maybe_vip(filter_slot_v4(&arp.tpa)) {
         return Verdict::pass(Reason::PassNotVip);
     }
-    let Some(entry) = maps::vip(&VipKey::ipv4(ifindex, 0, arp.tpa)) else {
+    let Some(entry) = maps::vip(&VipKey::ipv4(ifindex, l2.vlan_id, arp.tpa)) else {
         return Verdict::pass(Reason::PassNotVip);
     };
     // Linux drops PACKET_OTHERHOST frames before looking at them.
-    if !mac_eq(&frame.eth.dst, &ETH_BROADCAST) && !mac_eq(&frame.eth.dst, &entry.mac) {
+    if !mac_eq(&eth.dst, &ETH_BROADCAST) && !mac_eq(&eth.dst, &entry.mac) {
         return Verdict::pass(Reason::PassEthDst);
     }
     if entry.expires_ns != 0 && maps::now_ns() >= entry.expires_ns {
         return Verdict::pass(Reason::PassExpired);
     }
-    rewrite_into_reply(frame, &entry.mac);
+    rewrite_into_reply(eth, arp, &entry.mac);
     if spa == 0 {
         Verdict::tx(Reason::ArpProbeReply)
     } else {
@@ -83,8 +82,7 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext) -> Verdict {
 /// The checks of arp_rcv and the start of arp_process: the kernel drops
 /// what fails them, so we pass it to the kernel and never answer.
 #[inline(always)]
-fn validate(frame: &ArpFrame) -> Result<(), Reason> {
-    let arp = &frame.arp;
+fn validate(arp: &ArpHdr) -> Result<(), Reason> {
     let htype = be16(&arp.htype);
     if htype != ARPHRD_ETHER && htype != ARPHRD_IEEE802 {
         return Err(Reason::ArpBadHardware);
@@ -104,15 +102,15 @@ fn validate(frame: &ArpFrame) -> Result<(), Reason> {
 
 /// Turns a request into the reply Linux's arp_send would build: to the
 /// requester's hardware address, from ours, sender = the VIP, target = the
-/// requester (0.0.0.0 for a probe). Trailing padding is left as it came.
+/// requester (0.0.0.0 for a probe). An 802.1Q tag and trailing padding are
+/// left as they came.
 #[inline(always)]
-fn rewrite_into_reply(frame: &mut ArpFrame, our_mac: &[u8; 6]) {
-    let requester_mac = frame.arp.sha;
-    let requester_ip = frame.arp.spa;
-    let vip = frame.arp.tpa;
-    frame.eth.dst = requester_mac;
-    frame.eth.src = *our_mac;
-    let arp = &mut frame.arp;
+fn rewrite_into_reply(eth: &mut EthHdr, arp: &mut ArpHdr, our_mac: &[u8; 6]) {
+    let requester_mac = arp.sha;
+    let requester_ip = arp.spa;
+    let vip = arp.tpa;
+    eth.dst = requester_mac;
+    eth.src = *our_mac;
     // arp_create writes the device's type, so an IEEE 802 (6) request gets an
     // Ethernet (1) reply.
     arp.htype = ARPHRD_ETHER.to_be_bytes();

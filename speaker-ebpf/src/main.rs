@@ -1,6 +1,7 @@
-//! XDP responder: answers ARP requests for VIPs listed in the `VIPS` map by
-//! rewriting the frame in place and returning XDP_TX. Everything else is
-//! passed untouched. Each frame bumps exactly one per-CPU counter saying why.
+//! XDP responder: answers ARP requests and IPv6 Neighbor Solicitations for
+//! VIPs listed in the `VIPS` map by rewriting the frame in place and
+//! returning XDP_TX. Everything else is passed untouched. Each frame bumps
+//! exactly one per-CPU counter saying why.
 //!
 //! The pure-Rust model in `speaker/src/dataplane/model.rs` states the same
 //! decision; the tests run this program against it with BPF_PROG_TEST_RUN.
@@ -10,12 +11,16 @@
 
 mod arp;
 mod maps;
+mod ndp;
 mod packet;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use speaker_common::{
     maps::Reason,
-    wire::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, EthHdr},
+    wire::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV6, EthHdr, VLAN_HLEN,
+        VLAN_VID_MASK, VlanHdr,
+    },
 };
 
 use crate::packet::{be16, ptr_at};
@@ -44,6 +49,13 @@ impl Verdict {
     }
 }
 
+/// Where the network header starts and which VLAN the frame is on.
+#[derive(Clone, Copy)]
+pub struct L2 {
+    pub l3: usize,
+    pub vlan_id: u16,
+}
+
 #[xdp]
 pub fn speaker_xdp(ctx: XdpContext) -> u32 {
     let verdict = decide(&ctx);
@@ -57,10 +69,34 @@ fn decide(ctx: &XdpContext) -> Verdict {
         return Verdict::pass(Reason::EthTruncated);
     };
     // SAFETY: ptr_at checked that the header lies inside the frame.
-    match be16(unsafe { &(*eth).ether_type }) {
-        ETH_P_ARP => arp::respond(ctx),
-        ETH_P_8021Q | ETH_P_8021AD => Verdict::pass(Reason::PassVlan),
-        _ => Verdict::pass(Reason::PassNotArp),
+    let mut ether_type = be16(unsafe { &(*eth).ether_type });
+    let mut l2 = L2 {
+        l3: ETH_HLEN,
+        vlan_id: 0,
+    };
+    // One 802.1Q tag is parsed, so a VIP can be announced on a VLAN of the
+    // interface the program runs on; replies keep the tag.
+    if ether_type == ETH_P_8021Q {
+        let Some(tag) = ptr_at::<VlanHdr>(ctx, ETH_HLEN) else {
+            return Verdict::pass(Reason::EthTruncated);
+        };
+        // SAFETY: bounds checked by ptr_at.
+        let tag = unsafe { &*tag };
+        l2 = L2 {
+            l3: ETH_HLEN + VLAN_HLEN,
+            vlan_id: be16(&tag.tci) & VLAN_VID_MASK,
+        };
+        ether_type = be16(&tag.ether_type);
+        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+            return Verdict::pass(Reason::PassVlan);
+        }
+    } else if ether_type == ETH_P_8021AD {
+        return Verdict::pass(Reason::PassVlan);
+    }
+    match ether_type {
+        ETH_P_ARP => arp::respond(ctx, l2),
+        ETH_P_IPV6 => ndp::respond(ctx, l2),
+        _ => Verdict::pass(Reason::PassOther),
     }
 }
 

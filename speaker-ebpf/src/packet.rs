@@ -32,3 +32,28 @@ pub fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
     (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])
         == 0
 }
+
+/// Byte-wise comparison of IPv6 addresses (see mac_eq).
+#[inline(always)]
+pub fn addr_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let mut diff = 0;
+    let mut i = 0;
+    while i < 16 {
+        diff |= a[i] ^ b[i];
+        i += 1;
+    }
+    diff == 0
+}
+
+/// Sum of the big-endian 16-bit words of `b` (N even), for the Internet
+/// checksum; callers fold it.
+#[inline(always)]
+pub fn sum16<const N: usize>(b: &[u8; N]) -> u32 {
+    let mut sum = 0u32;
+    let mut i = 0;
+    while i + 1 < N {
+        sum += u32::from(b[i]) << 8 | u32::from(b[i + 1]);
+        i += 2;
+    }
+    sum
+}

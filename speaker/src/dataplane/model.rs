@@ -1,8 +1,9 @@
 //! Reference model of the XDP responder: for an input frame, the interface it
 //! arrived on, the map contents and the time, what the program must do. It is
-//! written from RFC 826 and net/ipv4/arp.c with plain byte offsets, apart
-//! from the eBPF code, and the tests hold the real program to it byte for
-//! byte through BPF_PROG_TEST_RUN.
+//! written from RFC 826, RFC 4861 and Linux's net/ipv4/arp.c and
+//! net/ipv6/ndisc.c with plain byte offsets, apart from the eBPF code, and
+//! the tests hold the real program to it byte for byte through
+//! BPF_PROG_TEST_RUN.
 
 use speaker_common::maps::{Reason, VipEntry, VipKey};
 
@@ -35,21 +36,6 @@ impl Vips for std::collections::HashMap<VipKey, VipEntry> {
     }
 }
 
-// Offsets in an Ethernet frame carrying ARP for Ethernet/IPv4 (RFC 826).
-const ETH_DST: usize = 0;
-const ETH_SRC: usize = 6;
-const ETH_TYPE: usize = 12;
-const AR_HRD: usize = 14;
-const AR_PRO: usize = 16;
-const AR_HLN: usize = 18;
-const AR_PLN: usize = 19;
-const AR_OP: usize = 20;
-const AR_SHA: usize = 22;
-const AR_SPA: usize = 28;
-const AR_THA: usize = 32;
-const AR_TPA: usize = 38;
-const ARP_END: usize = 42;
-
 fn u16_at(f: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([f[at], f[at + 1]])
 }
@@ -58,14 +44,10 @@ fn u32_at(f: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]])
 }
 
-fn mac_at(f: &[u8], at: usize) -> [u8; 6] {
-    let mut m = [0; 6];
-    m.copy_from_slice(&f[at..at + 6]);
-    m
-}
-
-fn ip_at(f: &[u8], at: usize) -> [u8; 4] {
-    [f[at], f[at + 1], f[at + 2], f[at + 3]]
+fn bytes_at<const N: usize>(f: &[u8], at: usize) -> [u8; N] {
+    let mut b = [0; N];
+    b.copy_from_slice(&f[at..at + N]);
+    b
 }
 
 /// What the responder does with `frame` arriving on `ifindex` at `now_ns`.
@@ -79,77 +61,126 @@ pub fn respond(frame: &[u8], ifindex: u32, now_ns: u64, vips: &impl Vips) -> Out
     if frame.len() < 14 {
         return pass(Reason::EthTruncated);
     }
-    match u16_at(frame, ETH_TYPE) {
-        0x0806 => {}
-        0x8100 | 0x88a8 => return pass(Reason::PassVlan),
-        _ => return pass(Reason::PassNotArp),
+    let mut ether_type = u16_at(frame, 12);
+    let (mut l3, mut vlan) = (14, 0);
+    if ether_type == 0x8100 {
+        if frame.len() < 18 {
+            return pass(Reason::EthTruncated);
+        }
+        vlan = u16_at(frame, 14) & 0x0fff;
+        ether_type = u16_at(frame, 16);
+        l3 = 18;
+        if ether_type == 0x8100 || ether_type == 0x88a8 {
+            return pass(Reason::PassVlan);
+        }
+    } else if ether_type == 0x88a8 {
+        return pass(Reason::PassVlan);
     }
-    if frame.len() < ARP_END {
-        return pass(Reason::ArpTruncated);
+    let at = At {
+        frame,
+        l3,
+        vlan,
+        ifindex,
+        now_ns,
+    };
+    let result = match ether_type {
+        0x0806 => arp(&at, vips),
+        0x86dd => ndp(&at, vips),
+        _ => Err(Reason::PassOther),
+    };
+    match result {
+        Ok(out) => out,
+        Err(reason) => pass(reason),
+    }
+}
+
+/// A frame with its network header located.
+struct At<'a> {
+    frame: &'a [u8],
+    l3: usize,
+    vlan: u16,
+    ifindex: u32,
+    now_ns: u64,
+}
+
+/// A passed frame's reason, or the outcome (answer or conflict).
+type Step = Result<Outcome, Reason>;
+
+fn conflict(at: &At, key: VipKey, mac: [u8; 6]) -> Step {
+    Ok(Outcome {
+        action: Action::Pass,
+        reason: Reason::Conflict,
+        frame: at.frame.to_vec(),
+        conflict: Some((key, mac)),
+    })
+}
+
+/// RFC 826 ARP for Ethernet/IPv4, as net/ipv4/arp.c answers it.
+fn arp(at: &At, vips: &impl Vips) -> Step {
+    let (f, o) = (at.frame, at.l3);
+    if f.len() < o + 28 {
+        return Err(Reason::ArpTruncated);
     }
     // arp_rcv / arp_process header checks: Linux drops what fails them.
-    if !matches!(u16_at(frame, AR_HRD), 1 | 6) {
-        return pass(Reason::ArpBadHardware);
+    if !matches!(u16_at(f, o), 1 | 6) {
+        return Err(Reason::ArpBadHardware);
     }
-    if u16_at(frame, AR_PRO) != 0x0800 {
-        return pass(Reason::ArpBadProtocol);
+    if u16_at(f, o + 2) != 0x0800 {
+        return Err(Reason::ArpBadProtocol);
     }
-    if frame[AR_HLN] != 6 || frame[AR_PLN] != 4 {
-        return pass(Reason::ArpBadLengths);
+    if f[o + 4] != 6 || f[o + 5] != 4 {
+        return Err(Reason::ArpBadLengths);
     }
-    let op = u16_at(frame, AR_OP);
+    let op = u16_at(f, o + 6);
     if op != 1 && op != 2 {
-        return pass(Reason::ArpBadOp);
+        return Err(Reason::ArpBadOp);
     }
-    let sha = mac_at(frame, AR_SHA);
-    let spa = u32_at(frame, AR_SPA);
+    let sha: [u8; 6] = bytes_at(f, o + 8);
+    let spa_bytes: [u8; 4] = bytes_at(f, o + 14);
+    let tpa_bytes: [u8; 4] = bytes_at(f, o + 24);
+    let (spa, tpa) = (u32_at(f, o + 14), u32_at(f, o + 24));
     let multicast = |a: u32| a >> 28 == 0xe;
     let loopback = |a: u32| a >> 24 == 127;
     if spa != 0 && (multicast(spa) || spa == u32::MAX || loopback(spa) || spa >> 24 == 0) {
-        return pass(Reason::PassBadSender);
+        return Err(Reason::PassBadSender);
     }
     if spa != 0 {
-        let key = VipKey::ipv4(ifindex, 0, ip_at(frame, AR_SPA));
+        let key = VipKey::ipv4(at.ifindex, at.vlan, spa_bytes);
         if let Some(entry) = vips.get(&key) {
             if entry.mac == sha {
-                return pass(Reason::PassOwnSender);
+                return Err(Reason::PassOwnSender);
             }
-            return Outcome {
-                conflict: Some((key, sha)),
-                ..pass(Reason::Conflict)
-            };
+            return conflict(at, key, sha);
         }
     }
     if op != 1 {
-        return pass(Reason::PassNotRequest);
+        return Err(Reason::PassNotRequest);
     }
-    let tpa = u32_at(frame, AR_TPA);
     if multicast(tpa) || tpa == u32::MAX || loopback(tpa) {
-        return pass(Reason::PassBadTarget);
+        return Err(Reason::PassBadTarget);
     }
-    let Some(entry) = vips.get(&VipKey::ipv4(ifindex, 0, ip_at(frame, AR_TPA))) else {
-        return pass(Reason::PassNotVip);
-    };
-    let eth_dst = mac_at(frame, ETH_DST);
+    let entry = vips
+        .get(&VipKey::ipv4(at.ifindex, at.vlan, tpa_bytes))
+        .ok_or(Reason::PassNotVip)?;
+    let eth_dst: [u8; 6] = bytes_at(f, 0);
     if eth_dst != [0xff; 6] && eth_dst != entry.mac {
-        return pass(Reason::PassEthDst);
+        return Err(Reason::PassEthDst);
     }
-    if !entry.is_live(now_ns) {
-        return pass(Reason::PassExpired);
+    if !entry.is_live(at.now_ns) {
+        return Err(Reason::PassExpired);
     }
-
     // The reply arp_send(ARPOP_REPLY, ...) would build, written over the
-    // request; bytes past the ARP body stay as they came.
-    let mut out = frame.to_vec();
-    out[ETH_DST..ETH_DST + 6].copy_from_slice(&sha);
-    out[ETH_SRC..ETH_SRC + 6].copy_from_slice(&entry.mac);
-    out[AR_HRD..AR_HRD + 2].copy_from_slice(&1u16.to_be_bytes());
-    out[AR_OP..AR_OP + 2].copy_from_slice(&2u16.to_be_bytes());
-    out[AR_SHA..AR_SHA + 6].copy_from_slice(&entry.mac);
-    out[AR_SPA..AR_SPA + 4].copy_from_slice(&frame[AR_TPA..AR_TPA + 4]);
-    out[AR_THA..AR_THA + 6].copy_from_slice(&sha);
-    out[AR_TPA..AR_TPA + 4].copy_from_slice(&frame[AR_SPA..AR_SPA + 4]);
-    Outcome {
+    // request; a VLAN tag and bytes past the ARP body stay as they came.
+    let mut out = f.to_vec();
+    out[0..6].copy_from_slice(&sha);
+    out[6..12].copy_from_slice(&entry.mac);
+    out[o..o + 2].copy_from_slice(&1u16.to_be_bytes());
+    out[o + 6..o + 8].copy_from_slice(&2u16.to_be_bytes());
+    out[o + 8..o + 14].copy_from_slice(&entry.mac);
+    out[o + 14..o + 18].copy_from_slice(&tpa_bytes);
+    out[o + 18..o + 24].copy_from_slice(&sha);
+    out[o + 24..o + 28].copy_from_slice(&spa_bytes);
+    Ok(Outcome {
         action: Action::Tx,
         reason: if spa == 0 {
             Reason::ArpProbeReply
@@ -158,7 +189,172 @@ pub fn respond(frame: &[u8], ifindex: u32, now_ns: u64, vips: &impl Vips) -> Out
         },
         frame: out,
         conflict: None,
+    })
+}
+
+/// Options the responder reads at most (speaker-ebpf/src/ndp.rs).
+pub const NDP_MAX_OPT_BYTES: usize = 64;
+const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+fn solicited_node(a: &[u8; 16]) -> [u8; 16] {
+    let mut g = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
+    g[13..].copy_from_slice(&a[13..]);
+    g
+}
+
+/// The Internet checksum (RFC 1071) of an ICMPv6 message with its IPv6
+/// pseudo-header (RFC 8200 8.1), as transmitted (0 when `msg` already holds
+/// a correct checksum).
+pub fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
+    let mut data = Vec::with_capacity(40 + msg.len() + 1);
+    data.extend_from_slice(src);
+    data.extend_from_slice(dst);
+    data.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    data.extend_from_slice(&[0, 0, 0, 58]);
+    data.extend_from_slice(msg);
+    if data.len() % 2 == 1 {
+        data.push(0);
     }
+    let mut sum: u64 = data
+        .chunks(2)
+        .map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// RFC 4861 Neighbor Discovery, validated as RFC 4861 7.1.1 and Linux's
+/// ipv6_rcv, icmpv6_rcv, ndisc_rcv and ndisc_recv_ns do.
+fn ndp(at: &At, vips: &impl Vips) -> Step {
+    let (f, o) = (at.frame, at.l3);
+    let l4 = o + 40;
+    if f.len() < l4 + 1 || f[o + 6] != 58 || !matches!(f[l4], 135 | 136) {
+        return Err(Reason::PassNotNdp);
+    }
+    let icmp_len = usize::from(u16_at(f, o + 4));
+    if f.len() < l4 + icmp_len {
+        return Err(Reason::NdpTruncated);
+    }
+    if !(24..=24 + NDP_MAX_OPT_BYTES).contains(&icmp_len) || (icmp_len - 24) % 8 != 0 {
+        return Err(Reason::NdpBadLength);
+    }
+    let src: [u8; 16] = bytes_at(f, o + 8);
+    let dst: [u8; 16] = bytes_at(f, o + 24);
+    let target: [u8; 16] = bytes_at(f, l4 + 8);
+    let msg = &f[l4..l4 + icmp_len];
+    let mut loopback = [0; 16];
+    loopback[15] = 1;
+    if f[o] >> 4 != 6 || src[0] == 0xff || src == loopback {
+        return Err(Reason::NdpBadHeader);
+    }
+    if icmpv6_checksum(&src, &dst, msg) != 0 {
+        return Err(Reason::NdpBadChecksum);
+    }
+    if f[o + 7] != 255 {
+        return Err(Reason::NdpBadHopLimit);
+    }
+    if msg[1] != 0 {
+        return Err(Reason::NdpBadCode);
+    }
+    // ndisc_parse_options: lengths in 8-byte units, none zero, none past the
+    // end; the first source link-layer address option counts and must be
+    // 8 bytes long.
+    let mut options_ok = true;
+    let mut slla: Option<[u8; 6]> = None;
+    let mut i = 24;
+    while i < icmp_len {
+        let len = usize::from(msg[i + 1]) * 8;
+        if len == 0 || i + len > icmp_len {
+            options_ok = false;
+            break;
+        }
+        if msg[i] == 1 {
+            if len != 8 {
+                options_ok = false;
+                break;
+            }
+            slla.get_or_insert(bytes_at(msg, i + 2));
+        }
+        i += len;
+    }
+    let eth_src: [u8; 6] = bytes_at(f, 6);
+    let dad = src == [0; 16];
+    if !dad {
+        let key = VipKey::ipv6(at.ifindex, at.vlan, src);
+        if let Some(entry) = vips.get(&key) {
+            if entry.mac == eth_src {
+                return Err(Reason::PassOwnSender);
+            }
+            return conflict(at, key, eth_src);
+        }
+    }
+    if msg[0] != 135 {
+        return Err(Reason::PassNotRequest);
+    }
+    if target[0] == 0xff {
+        return Err(Reason::NdpBadTarget);
+    }
+    let group = solicited_node(&target);
+    if dad && dst != group {
+        return Err(Reason::NdpBadDad);
+    }
+    if !options_ok {
+        return Err(Reason::NdpBadOptions);
+    }
+    if dad && slla.is_some() {
+        return Err(Reason::NdpBadDad);
+    }
+    if !dad && dst[0] == 0xff && slla.is_none() {
+        return Err(Reason::NdpNoLladdr);
+    }
+    if !dad && dst != target && dst != group && dst != ALL_NODES {
+        return Err(Reason::NdpBadDestination);
+    }
+    let entry = vips
+        .get(&VipKey::ipv6(at.ifindex, at.vlan, target))
+        .ok_or(Reason::PassNotVip)?;
+    let eth_dst: [u8; 6] = bytes_at(f, 0);
+    if eth_dst[0] & 1 == 0 && eth_dst != entry.mac {
+        return Err(Reason::PassEthDst);
+    }
+    if !entry.is_live(at.now_ns) {
+        return Err(Reason::PassExpired);
+    }
+
+    // ndisc_send_na for a local address: from the target; to the solicitor,
+    // Solicited and Override set; for DAD to all nodes, Override only.
+    let (eth_to, ip_to, flags) = if dad {
+        ([0x33, 0x33, 0, 0, 0, 1], ALL_NODES, 0x20)
+    } else {
+        (slla.unwrap_or(eth_src), src, 0x60)
+    };
+    let mut na = vec![136, 0, 0, 0, flags, 0, 0, 0];
+    na.extend_from_slice(&target);
+    na.extend_from_slice(&[2, 1]);
+    na.extend_from_slice(&entry.mac);
+    let csum = icmpv6_checksum(&target, &ip_to, &na);
+    na[2..4].copy_from_slice(&csum.to_be_bytes());
+    let mut out = f[..o].to_vec();
+    out[0..6].copy_from_slice(&eth_to);
+    out[6..12].copy_from_slice(&entry.mac);
+    out.extend_from_slice(&[0x60, 0, 0, 0]);
+    out.extend_from_slice(&(na.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[58, 255]);
+    out.extend_from_slice(&target);
+    out.extend_from_slice(&ip_to);
+    out.extend_from_slice(&na);
+    Ok(Outcome {
+        action: Action::Tx,
+        reason: if dad {
+            Reason::NdpDadReply
+        } else {
+            Reason::NdpReply
+        },
+        frame: out,
+        conflict: None,
+    })
 }
 
 #[cfg(test)]
