@@ -171,6 +171,29 @@ pub mod ipv6 {
     }
 }
 
+/// The ICMPv6 checksum (RFC 1071 over the RFC 8200 8.1 pseudo-header and
+/// `msg`, whose checksum field must be zero), as it goes on the wire.
+pub fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
+    let mut sum: u64 = 0;
+    let mut add = |bytes: &[u8]| {
+        let mut i = 0;
+        while i < bytes.len() {
+            let lo = if i + 1 < bytes.len() { bytes[i + 1] } else { 0 };
+            sum += u64::from(u16::from_be_bytes([bytes[i], lo]));
+            i += 2;
+        }
+    };
+    add(src);
+    add(dst);
+    add(&(msg.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, IPPROTO_ICMPV6]);
+    add(msg);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
 /// IPv4 address classes that Linux never answers ARP for as a target, or
 /// accepts as an ARP sender (RFC 1122 3.2.1.3, RFC 5735).
 pub mod ipv4 {

@@ -9,7 +9,7 @@ use thiserror::Error;
 use crate::{
     announce::BurstSettings,
     dataplane::AttachMode,
-    netdev::{Interface, NetdevError},
+    netdev::{Link, NetdevError},
 };
 
 #[derive(Debug, Error)]
@@ -25,12 +25,14 @@ pub enum ConfigError {
 /// `speaker static`: answer for fixed VIPs, no Kubernetes, no election.
 #[derive(Debug, clap::Args)]
 pub struct StaticArgs {
-    /// Interface to answer on (repeatable); every VIP is answered on each.
-    #[arg(long = "interface", short = 'i', value_name = "IF", required = true)]
+    /// Where to answer (repeatable): an interface, or IF:VID for 802.1Q VLAN
+    /// VID on it. VIPs given without @ are answered on each of these.
+    #[arg(long = "interface", short = 'i', value_name = "IF[:VID]")]
     pub interfaces: Vec<String>,
-    /// Virtual IP to answer for (repeatable).
-    #[arg(long = "vip", value_name = "ADDR", required = true)]
-    pub vips: Vec<IpAddr>,
+    /// Virtual IP to answer for (repeatable), IPv4 or IPv6; ADDR@LINK,... to
+    /// answer only on those links (each IF or IF:VID).
+    #[arg(long = "vip", value_name = "ADDR[@LINKS]", required = true, value_parser = parse_vip_arg)]
+    pub vips: Vec<VipArg>,
     /// How long the data plane keeps answering without a refresh (the
     /// dead-man's switch).
     #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
@@ -40,6 +42,25 @@ pub struct StaticArgs {
     pub refresh_interval: Duration,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// A `--vip` value: the address, and the links it is limited to (none:
+/// every `--interface`).
+#[derive(Clone, Debug)]
+pub struct VipArg {
+    pub addr: IpAddr,
+    pub links: Vec<String>,
+}
+
+fn parse_vip_arg(s: &str) -> Result<VipArg, String> {
+    let (addr, links) = match s.split_once('@') {
+        Some((addr, links)) => (addr, links.split(',').map(str::to_string).collect()),
+        None => (s, Vec::new()),
+    };
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 or IPv6 address"))?;
+    Ok(VipArg { addr, links })
 }
 
 /// Options every mode shares.
@@ -61,8 +82,8 @@ pub struct CommonArgs {
 
 #[derive(Debug)]
 pub struct StaticConfig {
-    pub interfaces: Vec<Interface>,
-    pub vips: Vec<std::net::Ipv4Addr>,
+    pub links: Vec<Link>,
+    pub vips: Vec<StaticVip>,
     pub hold_time: Duration,
     pub refresh_interval: Duration,
     pub burst: BurstSettings,
@@ -70,35 +91,75 @@ pub struct StaticConfig {
     pub xdp_mode: AttachMode,
 }
 
+/// A VIP and the links (indices into `StaticConfig::links`) it is answered on.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StaticVip {
+    pub addr: IpAddr,
+    pub links: Vec<usize>,
+}
+
 impl StaticConfig {
     pub fn from_args(args: StaticArgs) -> Result<Self, ConfigError> {
+        if args.refresh_interval.is_zero() {
+            return Err(ConfigError::Timing(
+                "--refresh-interval must be above zero".into(),
+            ));
+        }
         if args.hold_time <= args.refresh_interval {
             return Err(ConfigError::Timing(format!(
                 "--hold-time ({:?}) must be longer than --refresh-interval ({:?}), or VIPs lapse between refreshes",
                 args.hold_time, args.refresh_interval
             )));
         }
-        if args.refresh_interval.is_zero() {
-            return Err(ConfigError::Timing(
-                "--refresh-interval must be above zero".into(),
-            ));
-        }
-        let mut interfaces: Vec<Interface> = Vec::new();
-        for name in &args.interfaces {
-            let iface = Interface::lookup(name)?;
-            if !interfaces.contains(&iface) {
-                interfaces.push(iface);
+        let mut links: Vec<Link> = Vec::new();
+        let mut link_index = |spec: &str| -> Result<usize, ConfigError> {
+            let link = Link::lookup(spec)?;
+            Ok(match links.iter().position(|l| *l == link) {
+                Some(i) => i,
+                None => {
+                    links.push(link);
+                    links.len() - 1
+                }
+            })
+        };
+        let default_links = args
+            .interfaces
+            .iter()
+            .map(|spec| link_index(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut vips: Vec<StaticVip> = Vec::new();
+        for arg in &args.vips {
+            check_vip(arg.addr)?;
+            let mut on = match arg.links.is_empty() {
+                true => default_links.clone(),
+                false => arg
+                    .links
+                    .iter()
+                    .map(|spec| link_index(spec))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            if on.is_empty() {
+                return Err(ConfigError::Vip(
+                    arg.addr,
+                    "no link to answer on (give --interface, or ADDR@IF)",
+                ));
             }
-        }
-        let mut vips = Vec::new();
-        for vip in &args.vips {
-            let v4 = check_vip(*vip)?;
-            if !vips.contains(&v4) {
-                vips.push(v4);
+            on.sort_unstable();
+            on.dedup();
+            match vips.iter_mut().find(|v| v.addr == arg.addr) {
+                Some(v) => {
+                    v.links.extend(on);
+                    v.links.sort_unstable();
+                    v.links.dedup();
+                }
+                None => vips.push(StaticVip {
+                    addr: arg.addr,
+                    links: on,
+                }),
             }
         }
         Ok(Self {
-            interfaces,
+            links,
             vips,
             hold_time: args.hold_time,
             refresh_interval: args.refresh_interval,
@@ -114,22 +175,34 @@ impl StaticConfig {
 
 /// A VIP must be an address a host may own: the data plane never answers
 /// for the others, so accepting them would announce nothing.
-pub fn check_vip(vip: IpAddr) -> Result<std::net::Ipv4Addr, ConfigError> {
-    let v4 = match vip {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(_) => return Err(ConfigError::Vip(vip, "IPv6 VIPs are not supported yet")),
-    };
-    let o = v4.octets();
-    let reason = if v4.is_unspecified() || o[0] == 0 {
-        "is in 0.0.0.0/8"
-    } else if v4.is_loopback() {
-        "is a loopback address"
-    } else if v4.is_multicast() {
-        "is a multicast address"
-    } else if v4.is_broadcast() {
-        "is the broadcast address"
-    } else {
-        return Ok(v4);
+pub fn check_vip(vip: IpAddr) -> Result<(), ConfigError> {
+    let reason = match vip {
+        IpAddr::V4(v4) => {
+            if v4.octets()[0] == 0 {
+                "is in 0.0.0.0/8"
+            } else if v4.is_loopback() {
+                "is a loopback address"
+            } else if v4.is_multicast() {
+                "is a multicast address"
+            } else if v4.is_broadcast() {
+                "is the broadcast address"
+            } else {
+                return Ok(());
+            }
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_unspecified() {
+                "is the unspecified address"
+            } else if v6.is_loopback() {
+                "is a loopback address"
+            } else if v6.is_multicast() {
+                "is a multicast address"
+            } else if v6.to_ipv4_mapped().is_some() {
+                "is an IPv4-mapped address (give the IPv4 address)"
+            } else {
+                return Ok(());
+            }
+        }
     };
     Err(ConfigError::Vip(vip, reason))
 }
@@ -174,14 +247,13 @@ mod tests {
     #[test]
     fn vip_classes() {
         assert!(check_vip("198.18.0.10".parse().unwrap()).is_ok());
-        for bad in [
-            "0.0.0.0",
-            "0.1.2.3",
-            "127.0.0.1",
-            "224.0.0.1",
-            "255.255.255.255",
-            "2001:db8::1",
-        ] {
+        assert!(check_vip("2001:db8::10".parse().unwrap()).is_ok());
+        #[rustfmt::skip]
+        let bad = [
+            "0.0.0.0", "0.1.2.3", "127.0.0.1", "224.0.0.1", "255.255.255.255",
+            "::", "::1", "ff02::1", "::ffff:198.18.0.1",
+        ];
+        for bad in bad {
             let e = check_vip(bad.parse().unwrap()).unwrap_err();
             assert!(e.to_string().starts_with(&format!("VIP {bad}: ")), "{e}");
         }

@@ -97,6 +97,90 @@ impl Interface {
     }
 }
 
+/// Where a VIP is announced: an interface, untagged or on one 802.1Q VLAN
+/// of it (written `eth0:100`; Linux interface names cannot hold a colon).
+/// The XDP program runs on the interface either way; a VLAN's frames are
+/// recognised by their tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub iface: Interface,
+    /// 0 for untagged.
+    pub vlan_id: u16,
+}
+
+impl Link {
+    /// Parses and looks up `IF` or `IF:VID` (VID 1 to 4094).
+    pub fn lookup(spec: &str) -> Result<Self, NetdevError> {
+        let (name, vlan_id) = match spec.split_once(':') {
+            None => (spec, 0),
+            Some((name, vid)) => match vid.parse::<u16>() {
+                Ok(v) if (1..=4094).contains(&v) => (name, v),
+                _ => {
+                    return Err(NetdevError::Unsuitable {
+                        name: spec.to_string(),
+                        reason: "a VLAN ID after ':' must be 1 to 4094".into(),
+                    });
+                }
+            },
+        };
+        Ok(Self {
+            iface: Interface::lookup(name)?,
+            vlan_id,
+        })
+    }
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.vlan_id {
+            0 => write!(f, "{}", self.iface.name),
+            v => write!(f, "{}:{v}", self.iface.name),
+        }
+    }
+}
+
+/// Membership of an IPv6 multicast group on an interface, left on drop.
+/// NICs drop multicast frames they were not told to accept, and a Neighbor
+/// Solicitation goes to the VIP's solicited-node group; joining it (an MLD
+/// join) makes the NIC accept 33:33:ff:xx:xx:xx and tells MLD-snooping
+/// switches to forward the group here. The kernel leaves it when the socket
+/// closes, also when the process dies.
+pub struct Membership {
+    _sock: OwnedFd,
+}
+
+impl Membership {
+    pub fn join(ifindex: u32, group: std::net::Ipv6Addr) -> io::Result<Self> {
+        // SAFETY: socket(2); the result is checked.
+        let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is fresh and ours.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mreq = libc::ipv6_mreq {
+            ipv6mr_multiaddr: libc::in6_addr {
+                s6_addr: group.octets(),
+            },
+            ipv6mr_interface: ifindex,
+        };
+        // SAFETY: setsockopt with a valid ipv6_mreq of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_ADD_MEMBERSHIP,
+                (&mreq as *const libc::ipv6_mreq).cast(),
+                mem::size_of::<libc::ipv6_mreq>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { _sock: sock })
+    }
+}
+
 fn flags(sock: &OwnedFd, name: &str) -> Result<i32, NetdevError> {
     let mut req = ifreq(name);
     ioctl(sock, libc::SIOCGIFFLAGS, &mut req).map_err(|source| NetdevError::Io {
@@ -171,6 +255,14 @@ mod tests {
         // lo exists in every namespace and is not Ethernet.
         let e = Interface::lookup("lo").unwrap_err();
         assert!(matches!(e, NetdevError::Unsuitable { .. }), "{e}");
+    }
+
+    #[test]
+    fn vlan_ids_are_checked() {
+        for bad in ["lo:0", "lo:4095", "lo:x", "lo:"] {
+            let e = Link::lookup(bad).unwrap_err();
+            assert!(e.to_string().contains("VLAN ID"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `speaker static`: answer for a fixed list of VIPs on fixed interfaces,
-//! without Kubernetes or election (keepalived-style hosts, and the demo).
+//! `speaker static`: answer for a fixed list of VIPs on fixed links, without
+//! Kubernetes or election (keepalived-style hosts, and the demo).
 //!
 //! Each VIP is installed with a finite expiry refreshed every
 //! `refresh_interval`; if this process stops (hang, SIGSTOP, crash), the
@@ -7,28 +7,46 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::Ipv4Addr,
+    net::IpAddr,
     time::Instant,
 };
 
 use anyhow::{Context as _, Result};
-use speaker_common::maps::{VipEntry, VipKey};
+use speaker_common::{
+    maps::{VipEntry, VipKey},
+    wire::ipv6::solicited_node,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, info_span, warn};
 
 use crate::{
-    announce::{Announcer, PacketSocket, garp_reply, garp_request},
+    announce::{Announcer, PacketSocket, garp_reply, garp_request, unsolicited_na},
     config::StaticConfig,
     dataplane::{Dataplane, error_chain, monotonic_now_ns},
-    netdev::{Interface, fmt_mac},
+    netdev::{Link, Membership, fmt_mac},
 };
 
-/// One VIP on one interface.
+/// One VIP on one link.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Target {
     key: VipKey,
-    vip: Ipv4Addr,
-    iface: usize,
+    vip: IpAddr,
+    link: usize,
+}
+
+impl Target {
+    fn new(vip: IpAddr, link: &Link, index: usize) -> Self {
+        let (ifindex, vlan) = (link.iface.ifindex, link.vlan_id);
+        let key = match vip {
+            IpAddr::V4(a) => VipKey::ipv4(ifindex, vlan, a.octets()),
+            IpAddr::V6(a) => VipKey::ipv6(ifindex, vlan, a.octets()),
+        };
+        Self {
+            key,
+            vip,
+            link: index,
+        }
+    }
 }
 
 pub async fn run(cfg: StaticConfig) -> Result<()> {
@@ -38,47 +56,50 @@ pub async fn run(cfg: StaticConfig) -> Result<()> {
 
     let mut dp = Dataplane::load(&cfg.bpffs)?;
     info!(bpffs = %cfg.bpffs.display(), "maps pinned");
-    for iface in &cfg.interfaces {
-        dp.attach(iface, cfg.xdp_mode)?;
-    }
-
     let mut sockets = HashMap::new();
-    for iface in &cfg.interfaces {
+    for link in &cfg.links {
+        let iface = &link.iface;
+        if sockets.contains_key(&iface.ifindex) {
+            continue; // several VLANs of one interface share its program
+        }
+        dp.attach(iface, cfg.xdp_mode)?;
         let s = PacketSocket::open(iface.ifindex)
             .with_context(|| format!("cannot open a packet socket on {}", iface.name))?;
         sockets.insert(iface.ifindex, s);
     }
     let targets: Vec<Target> = cfg
-        .interfaces
+        .vips
         .iter()
-        .enumerate()
-        .flat_map(|(i, iface)| {
-            cfg.vips.iter().map(move |vip| Target {
-                key: VipKey::ipv4(iface.ifindex, 0, vip.octets()),
-                vip: *vip,
-                iface: i,
-            })
+        .flat_map(|v| {
+            v.links
+                .iter()
+                .map(|&i| Target::new(v.addr, &cfg.links[i], i))
         })
         .collect();
 
     let mut announcer = Announcer::new(cfg.burst);
+    let mut memberships: BTreeMap<Target, Membership> = BTreeMap::new();
     let mut conflicts_seen: BTreeMap<VipKey, u64> = BTreeMap::new();
     let mut next_refresh = Instant::now();
     let result = loop {
         let now = Instant::now();
         if now >= next_refresh {
-            if let Err(e) = refresh(&mut dp, &cfg, &targets, &mut announcer, now) {
+            if let Err(e) = refresh(
+                &mut dp,
+                &cfg,
+                &targets,
+                &mut announcer,
+                &mut memberships,
+                now,
+            ) {
                 break Err(e);
             }
-            report_conflicts(&dp, &targets, &cfg.interfaces, &mut conflicts_seen);
+            report_conflicts(&dp, &targets, &cfg.links, &mut conflicts_seen);
             next_refresh = now + cfg.refresh_interval;
         }
         for t in announcer.due(now) {
-            announce(
-                &cfg.interfaces[t.iface],
-                &sockets[&cfg.interfaces[t.iface].ifindex],
-                &t,
-            );
+            let link = &cfg.links[t.link];
+            announce(link, &sockets[&link.iface.ifindex], &t);
         }
         let wake = announcer
             .next_deadline()
@@ -90,12 +111,14 @@ pub async fn run(cfg: StaticConfig) -> Result<()> {
         }
     };
 
-    // Stop answering first, then detach and unpin (also after an error).
+    // Stop answering first, then leave the groups, detach and unpin (also
+    // after an error).
     for t in &targets {
         if let Err(e) = dp.remove_vip(&t.key) {
             warn!(vip = %t.vip, error = %error_chain(&e), "cannot remove VIP from the map");
         }
     }
+    memberships.clear();
     dp.detach_all();
     dp.unpin();
     info!("stopped: VIPs removed, XDP detached, pins removed");
@@ -103,19 +126,21 @@ pub async fn run(cfg: StaticConfig) -> Result<()> {
 }
 
 /// Extends every entry's expiry to now + hold time. An entry found expired
-/// or missing has lapsed (we were not running); it is re-announced.
+/// or missing has lapsed (we were not running, or it is new): it is
+/// announced again.
 fn refresh(
     dp: &mut Dataplane,
     cfg: &StaticConfig,
     targets: &[Target],
     announcer: &mut Announcer<Target>,
+    memberships: &mut BTreeMap<Target, Membership>,
     now: Instant,
 ) -> Result<()> {
     let mono = monotonic_now_ns();
     let expires_ns = mono + cfg.hold_time.as_nanos() as u64;
     for t in targets {
-        let iface = &cfg.interfaces[t.iface];
-        let _span = info_span!("vip", vip = %t.vip, interface = %iface.name).entered();
+        let link = &cfg.links[t.link];
+        let _span = info_span!("vip", vip = %t.vip, link = %link).entered();
         let lapsed = match dp.vip(&t.key)? {
             None => {
                 info!("announcing");
@@ -130,15 +155,23 @@ fn refresh(
             }
             Some(_) => false,
         };
+        if let IpAddr::V6(v6) = t.vip
+            && !memberships.contains_key(t)
+        {
+            let group = solicited_node(&v6.octets()).into();
+            let m = Membership::join(link.iface.ifindex, group)
+                .with_context(|| format!("cannot join {group} on {} for {v6}", link.iface.name))?;
+            memberships.insert(t.clone(), m);
+        }
         dp.set_vip(
             &t.key,
             &VipEntry {
-                mac: iface.mac,
+                mac: link.iface.mac,
                 _pad: [0; 2],
                 expires_ns,
             },
         )
-        .with_context(|| format!("cannot install VIP {} on {}", t.vip, iface.name))?;
+        .with_context(|| format!("cannot install VIP {} on {link}", t.vip))?;
         if lapsed {
             announcer.start(t.clone(), now);
         }
@@ -146,20 +179,25 @@ fn refresh(
     Ok(())
 }
 
-fn announce(iface: &Interface, socket: &PacketSocket, t: &Target) {
-    let _span = info_span!("vip", vip = %t.vip, interface = %iface.name).entered();
-    for frame in [garp_request(iface.mac, t.vip), garp_reply(iface.mac, t.vip)] {
+fn announce(link: &Link, socket: &PacketSocket, t: &Target) {
+    let _span = info_span!("vip", vip = %t.vip, link = %link).entered();
+    let (mac, vlan) = (link.iface.mac, link.vlan_id);
+    let frames = match t.vip {
+        IpAddr::V4(v4) => vec![garp_request(mac, v4, vlan), garp_reply(mac, v4, vlan)],
+        IpAddr::V6(v6) => vec![unsolicited_na(mac, v6, vlan)],
+    };
+    for frame in frames {
         if let Err(e) = socket.send(&frame) {
-            warn!(error = %e, "cannot send gratuitous ARP");
+            warn!(error = %e, "cannot send announcement");
         }
     }
-    debug!("gratuitous ARP sent");
+    debug!("announced");
 }
 
 fn report_conflicts(
     dp: &Dataplane,
     targets: &[Target],
-    interfaces: &[Interface],
+    links: &[Link],
     seen: &mut BTreeMap<VipKey, u64>,
 ) {
     let conflicts = match dp.conflicts() {
@@ -176,7 +214,7 @@ fn report_conflicts(
         {
             warn!(
                 vip = %t.vip,
-                interface = %interfaces[t.iface].name,
+                link = %links[t.link],
                 other_mac = %fmt_mac(&c.last_mac),
                 frames = c.count - before,
                 "another host claims this VIP"

@@ -26,7 +26,7 @@ impl Capture {
             .command("tcpdump")
             .args(["-i", ifname, "-n", "-U", "--immediate-mode", "-w"])
             .arg(&path)
-            .arg(filter)
+            .args((!filter.is_empty()).then_some(filter))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

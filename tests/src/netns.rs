@@ -89,6 +89,28 @@ impl Netns {
         })
     }
 
+    /// Sends raw Ethernet frames out of `ifname` here (AF_PACKET).
+    pub fn send_frames(&self, ifname: &str, frames: &[Vec<u8>]) -> Result<()> {
+        let ifindex = self.ifindex(ifname)?;
+        self.enter(|| -> Result<()> {
+            let sock = speaker::announce::PacketSocket::open(ifindex)?;
+            for f in frames {
+                sock.send(f)?;
+            }
+            Ok(())
+        })?
+    }
+
+    /// The IPv6 multicast groups `ifname` has joined here.
+    pub fn ipv6_groups(&self, ifname: &str) -> Result<Vec<String>> {
+        let out = self.ip(&["-6", "maddr", "show", "dev", ifname])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("inet6 "))
+            .map(|g| g.split_whitespace().next().unwrap_or("").to_string())
+            .collect())
+    }
+
     /// The MAC address of `ifname` here.
     pub fn mac(&self, ifname: &str) -> Result<[u8; 6]> {
         let out = self.ip(&["-j", "link", "show", ifname])?;

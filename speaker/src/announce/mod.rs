@@ -1,6 +1,6 @@
 //! Telling the LAN that a VIP is here: gratuitous ARP bursts on takeover.
 
-mod garp;
+mod frames;
 mod socket;
 
 use std::{
@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use garp::{garp_reply, garp_request};
+pub use frames::{garp_reply, garp_request, unsolicited_na};
 pub use socket::PacketSocket;
 
 /// How many announcements to send and how far apart. The first goes out at

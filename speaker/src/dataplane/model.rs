@@ -5,7 +5,10 @@
 //! the tests hold the real program to it byte for byte through
 //! BPF_PROG_TEST_RUN.
 
-use speaker_common::maps::{Reason, VipEntry, VipKey};
+use speaker_common::{
+    maps::{Reason, VipEntry, VipKey},
+    wire::icmpv6_checksum,
+};
 
 /// XDP verdicts (linux/bpf.h `enum xdp_action`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,29 +203,6 @@ fn solicited_node(a: &[u8; 16]) -> [u8; 16] {
     let mut g = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
     g[13..].copy_from_slice(&a[13..]);
     g
-}
-
-/// The Internet checksum (RFC 1071) of an ICMPv6 message with its IPv6
-/// pseudo-header (RFC 8200 8.1), as transmitted (0 when `msg` already holds
-/// a correct checksum).
-pub fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
-    let mut data = Vec::with_capacity(40 + msg.len() + 1);
-    data.extend_from_slice(src);
-    data.extend_from_slice(dst);
-    data.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    data.extend_from_slice(&[0, 0, 0, 58]);
-    data.extend_from_slice(msg);
-    if data.len() % 2 == 1 {
-        data.push(0);
-    }
-    let mut sum: u64 = data
-        .chunks(2)
-        .map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// RFC 4861 Neighbor Discovery, validated as RFC 4861 7.1.1 and Linux's
