@@ -132,9 +132,15 @@ impl Netns {
 
     /// Whether an XDP program is attached to `ifname`.
     pub fn has_xdp(&self, ifname: &str) -> Result<bool> {
+        Ok(self.xdp_mode(ifname)?.is_some())
+    }
+
+    /// The attach mode of the XDP program on `ifname` as iproute2 reports
+    /// it (1 native, 2 generic, 3 offloaded), if one is attached.
+    pub fn xdp_mode(&self, ifname: &str) -> Result<Option<u64>> {
         let out = self.ip(&["-j", "link", "show", ifname])?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
-        Ok(!v[0]["xdp"].is_null())
+        Ok(v[0]["xdp"]["mode"].as_u64())
     }
 
     /// The kernel's neighbour entry for `addr` on `ifname`: (MAC, state).
