@@ -29,8 +29,11 @@ pub fn counters(bpffs: &Path) -> Result<BTreeMap<String, u64>> {
     Ok(sum)
 }
 
-/// The CONFLICTS map: (VIP address bytes, summed count, latest MAC) per entry.
-pub fn conflicts(bpffs: &Path) -> Result<Vec<([u8; 4], u64, [u8; 6])>> {
+/// One CONFLICTS entry: the IPv4 VIP, frames summed over CPUs, latest MAC.
+pub type ConflictRow = ([u8; 4], u64, [u8; 6]);
+
+/// The CONFLICTS map, one row per VIP.
+pub fn conflicts(bpffs: &Path) -> Result<Vec<ConflictRow>> {
     let v = dump(&bpffs.join("CONFLICTS"))?;
     let mut out = Vec::new();
     for e in v.as_array().context("CONFLICTS dump")? {

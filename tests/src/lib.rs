@@ -3,8 +3,10 @@
 //! the demo and the benchmarks (src/bin).
 
 pub mod agent;
+pub mod apiserver;
 pub mod bpftool;
 pub mod capture;
+pub mod cluster;
 pub mod frames;
 pub mod netns;
 pub mod programs;
