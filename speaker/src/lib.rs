@@ -4,5 +4,8 @@
 pub mod announce;
 pub mod config;
 pub mod dataplane;
+pub mod election;
+pub mod eligibility;
+pub mod k8s;
 pub mod netdev;
 pub mod static_mode;

@@ -1,0 +1,133 @@
+//! The `addresses` entries of an IPAddressPool: CIDRs and inclusive ranges.
+
+use std::net::IpAddr;
+
+/// An inclusive range of addresses of one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct AddrRange {
+    start: IpAddr,
+    end: IpAddr,
+}
+
+impl AddrRange {
+    /// `198.18.0.0/28`, `2001:db8::/120` or `198.18.1.10-198.18.1.20`
+    /// (spaces around the dash allowed, as MetalLB trims them). A CIDR may
+    /// have host bits set (`198.18.0.5/28` is `198.18.0.0/28`), as Go's
+    /// `net.ParseCIDR` that MetalLB uses allows.
+    pub(super) fn parse(entry: &str) -> Result<Self, String> {
+        let entry = entry.trim();
+        if let Some((start, end)) = entry.split_once('-') {
+            let start = parse_ip(start.trim())?;
+            let end = parse_ip(end.trim())?;
+            if start.is_ipv4() != end.is_ipv4() {
+                return Err("range ends are of different families".into());
+            }
+            // IpAddr orders numerically within one family.
+            if start > end {
+                return Err("range start is after its end".into());
+            }
+            return Ok(Self { start, end });
+        }
+        let Some((addr, len)) = entry.split_once('/') else {
+            return Err("neither a CIDR nor a range".into());
+        };
+        let addr = parse_ip(addr)?;
+        // Digits only: Rust's parse would also take "+28".
+        let len: u32 = Some(len)
+            .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| format!("bad prefix length {len:?}"))?;
+        match addr {
+            IpAddr::V4(a) if len <= 32 => {
+                let host = u32::MAX.checked_shr(len).unwrap_or(0);
+                let net = u32::from(a) & !host;
+                Ok(Self {
+                    start: IpAddr::from(net.to_be_bytes()),
+                    end: IpAddr::from((net | host).to_be_bytes()),
+                })
+            }
+            IpAddr::V6(a) if len <= 128 => {
+                let host = u128::MAX.checked_shr(len).unwrap_or(0);
+                let net = u128::from(a) & !host;
+                Ok(Self {
+                    start: IpAddr::from(net.to_be_bytes()),
+                    end: IpAddr::from((net | host).to_be_bytes()),
+                })
+            }
+            _ => Err(format!("prefix length {len} too long")),
+        }
+    }
+
+    pub(super) fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.start.is_ipv4() && self.start <= ip && ip <= self.end
+    }
+
+    pub(super) fn overlaps(&self, other: &AddrRange) -> bool {
+        self.start.is_ipv4() == other.start.is_ipv4()
+            && self.start <= other.end
+            && other.start <= self.end
+    }
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse().map_err(|_| format!("bad address {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(entry: &str) -> Option<(String, String)> {
+        AddrRange::parse(entry)
+            .ok()
+            .map(|r| (r.start.to_string(), r.end.to_string()))
+    }
+
+    fn pair(a: &str, b: &str) -> Option<(String, String)> {
+        Some((a.to_owned(), b.to_owned()))
+    }
+
+    #[test]
+    fn pool_entries_parse() {
+        #[rustfmt::skip]
+        let cases = [
+            ("198.18.0.0/28",            pair("198.18.0.0", "198.18.0.15")),
+            ("198.18.0.5/28",            pair("198.18.0.0", "198.18.0.15")),
+            ("198.18.0.7/32",            pair("198.18.0.7", "198.18.0.7")),
+            ("0.0.0.0/0",                pair("0.0.0.0", "255.255.255.255")),
+            ("2001:db8::/120",           pair("2001:db8::", "2001:db8::ff")),
+            ("::/0",                     pair("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
+            ("198.18.1.10-198.18.1.20",  pair("198.18.1.10", "198.18.1.20")),
+            (" 198.18.1.10 - 198.18.1.10 ", pair("198.18.1.10", "198.18.1.10")),
+            ("2001:db8::1-2001:db8::9",  pair("2001:db8::1", "2001:db8::9")),
+            ("198.18.0.0/33",            None),
+            ("2001:db8::/129",           None),
+            ("198.18.0.0/x",             None),
+            ("198.18.0.0/-1",            None),
+            ("198.18.0.0/+28",           None),
+            ("198.18.0.0/",              None),
+            ("198.18.0.1",               None),
+            ("198.18.1.20-198.18.1.10",  None),
+            ("198.18.1.10-2001:db8::1",  None),
+            ("198.18.1.10-",             None),
+            ("not-an-address",           None),
+            ("",                         None),
+        ];
+        for (entry, want) in cases {
+            assert_eq!(range(entry), want, "{entry:?}");
+        }
+    }
+
+    #[test]
+    fn contains_and_overlaps_respect_family() {
+        let parse = |s| AddrRange::parse(s).expect("valid");
+        let v4 = parse("0.0.0.0/0");
+        let v6 = parse("::/0");
+        assert!(v4.contains("198.18.0.1".parse().expect("ip")));
+        assert!(!v4.contains("::1".parse().expect("ip")));
+        assert!(!v6.contains("198.18.0.1".parse().expect("ip")));
+        assert!(!v4.overlaps(&v6));
+        assert!(parse("198.18.0.0/28").overlaps(&parse("198.18.0.15-198.18.0.20")));
+        assert!(!parse("198.18.0.0/28").overlaps(&parse("198.18.0.16-198.18.0.20")));
+    }
+}

@@ -1,0 +1,462 @@
+//! Which nodes may announce which VIPs: a pure function from a snapshot of
+//! Services, EndpointSlices, Nodes and MetalLB's IPAddressPools and
+//! L2Advertisements to a [`Plan`]. No I/O; the agent elects one announcer
+//! per VIP among the nodes the plan allows. The rules, each with the test
+//! that proves it, are in docs/eligibility.md.
+
+mod addresses;
+mod selectors;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::k8s::metallb::{IPAddressPool, L2Advertisement};
+use addresses::AddrRange;
+use selectors::Selection;
+
+/// The label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Nodes with this label (any value) never announce.
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+/// The objects the plan is made from, as the agent's watches last saw them.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub nodes: Vec<Node>,
+    pub pools: Vec<IPAddressPool>,
+    pub advertisements: Vec<L2Advertisement>,
+}
+
+/// Which Services are ours.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Services whose `spec.loadBalancerClass` is exactly this are announced.
+    pub load_balancer_class: Option<String>,
+    /// Services without a `loadBalancerClass` are announced too.
+    pub announce_classless: bool,
+}
+
+/// Names a Kubernetes object; `namespace` is empty for cluster-scoped ones.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: &'static str, namespace: &str, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// A configuration problem, for an Event on `object` and the log.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Issue {
+    pub object: ObjectRef,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+/// Every VIP to announce and where from. It depends only on the set of
+/// objects, not on their order in the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub vips: BTreeMap<IpAddr, VipPlan>,
+    /// Sorted, without duplicates.
+    pub issues: Vec<Issue>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VipPlan {
+    /// Every Service using the address (several share one), sorted.
+    pub services: Vec<ObjectRef>,
+    /// Every pool containing it, as `namespace/name`, sorted.
+    pub pools: Vec<String>,
+    /// Nodes that may announce it, each with the interfaces to announce on
+    /// (empty = the agent's default interfaces, as MetalLB's empty list means
+    /// "all"). Empty when no node may: the VIP must be withdrawn everywhere.
+    pub nodes: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Interfaces a node announces on; `None` = the agent's default ones.
+type Interfaces = Option<BTreeSet<String>>;
+
+/// Default interfaces win: an advertisement without `interfaces` already
+/// announces on all of them.
+fn merge(into: &mut BTreeMap<String, Interfaces>, node: &str, add: &Interfaces) {
+    match into.get_mut(node) {
+        None => {
+            into.insert(node.to_owned(), add.clone());
+        }
+        Some(have) => match (have.as_mut(), add) {
+            (Some(have), Some(add)) => have.extend(add.iter().cloned()),
+            _ => *have = None,
+        },
+    }
+}
+
+fn labels(meta: &ObjectMeta) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    meta.labels.as_ref().unwrap_or(&NONE)
+}
+
+/// An object's namespace and name; `None` (skip it) without a name, which
+/// objects from the API server always have.
+fn ns_name(meta: &ObjectMeta) -> Option<(&str, &str)> {
+    let name = meta.name.as_deref()?;
+    Some((meta.namespace.as_deref().unwrap_or_default(), name))
+}
+
+struct Pool<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    ranges: Vec<AddrRange>,
+    /// From the advertisements that select this pool.
+    nodes: BTreeMap<String, Interfaces>,
+}
+
+impl Pool<'_> {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.ranges.iter().any(|r| r.contains(ip))
+    }
+}
+
+/// The plan for `snapshot`. Never fails and never panics: a bad object is
+/// skipped or reported in [`Plan::issues`] and leaves the other VIPs as
+/// they would be without it.
+pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
+    let mut issues = Vec::new();
+    let mut pools = parse_pools(&snapshot.pools, &mut issues);
+    report_overlaps(&pools, &mut issues);
+
+    let nodes: Vec<(&str, &BTreeMap<String, String>)> = snapshot
+        .nodes
+        .iter()
+        .filter(|n| node_may_announce(n))
+        .filter_map(|n| Some((n.metadata.name.as_deref()?, labels(&n.metadata))))
+        .collect();
+    for ad in &snapshot.advertisements {
+        apply_advertisement(ad, &mut pools, &nodes, &mut issues);
+    }
+
+    #[derive(Default)]
+    struct Vip {
+        services: BTreeSet<ObjectRef>,
+        pools: BTreeSet<String>,
+        nodes: BTreeMap<String, Interfaces>,
+    }
+    let mut vips: BTreeMap<IpAddr, Vip> = BTreeMap::new();
+    for svc in &snapshot.services {
+        let Some(svc) = announced_service(svc, settings, &mut issues) else {
+            continue;
+        };
+        let endpoints = endpoint_nodes(&snapshot.endpoint_slices, &svc);
+        for ip in &svc.ips {
+            let containing: Vec<&Pool> = pools.iter().filter(|p| p.contains(*ip)).collect();
+            if containing.is_empty() {
+                issues.push(Issue {
+                    object: svc.object.clone(),
+                    message: format!("address {ip} is in no IPAddressPool"),
+                });
+                continue;
+            }
+            let vip = vips.entry(*ip).or_default();
+            vip.services.insert(svc.object.clone());
+            for pool in containing {
+                vip.pools.insert(pool.key());
+                for (node, ifaces) in &pool.nodes {
+                    if endpoints.allow(node) {
+                        merge(&mut vip.nodes, node, ifaces);
+                    }
+                }
+            }
+        }
+    }
+
+    issues.sort();
+    issues.dedup();
+    let vips = vips
+        .into_iter()
+        .map(|(ip, v)| {
+            let nodes = v
+                .nodes
+                .into_iter()
+                .map(|(n, ifaces)| (n, ifaces.unwrap_or_default()))
+                .collect();
+            let services = v.services.into_iter().collect();
+            let pools = v.pools.into_iter().collect();
+            (
+                ip,
+                VipPlan {
+                    services,
+                    pools,
+                    nodes,
+                },
+            )
+        })
+        .collect();
+    Plan { vips, issues }
+}
+
+/// A bad entry is reported and left out; the rest of the pool still works.
+fn parse_pools<'a>(pools: &'a [IPAddressPool], issues: &mut Vec<Issue>) -> Vec<Pool<'a>> {
+    let mut out = Vec::new();
+    for pool in pools {
+        let Some((namespace, name)) = ns_name(&pool.metadata) else {
+            continue;
+        };
+        let mut ranges = Vec::new();
+        for entry in &pool.spec.addresses {
+            match AddrRange::parse(entry) {
+                Ok(r) => ranges.push(r),
+                Err(e) => issues.push(Issue {
+                    object: ObjectRef::new("IPAddressPool", namespace, name),
+                    message: format!("bad address entry {entry:?}: {e}"),
+                }),
+            }
+        }
+        out.push(Pool {
+            namespace,
+            name,
+            labels: labels(&pool.metadata),
+            ranges,
+            nodes: BTreeMap::new(),
+        });
+    }
+    out
+}
+
+/// One Issue on each of two overlapping pools, whatever the number of
+/// overlapping entries.
+fn report_overlaps(pools: &[Pool], issues: &mut Vec<Issue>) {
+    for (i, a) in pools.iter().enumerate() {
+        for b in pools.iter().skip(i + 1) {
+            let overlap = a
+                .ranges
+                .iter()
+                .any(|ra| b.ranges.iter().any(|rb| ra.overlaps(rb)));
+            if overlap {
+                for (this, other) in [(a, b), (b, a)] {
+                    issues.push(Issue {
+                        object: ObjectRef::new("IPAddressPool", this.namespace, this.name),
+                        message: format!("overlaps IPAddressPool {}", other.key()),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Ready, network up, and not excluded from load balancers.
+fn node_may_announce(node: &Node) -> bool {
+    let condition = |kind: &str| {
+        let conditions = node.status.as_ref().and_then(|s| s.conditions.as_deref());
+        conditions
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| c.status.as_str())
+    };
+    !labels(&node.metadata).contains_key(EXCLUDE_LABEL)
+        && condition("Ready") == Some("True")
+        && condition("NetworkUnavailable") != Some("True")
+}
+
+/// Records on each pool the advertisement selects the nodes it selects.
+/// Pools are matched in the advertisement's own namespace, where MetalLB
+/// keeps both.
+fn apply_advertisement(
+    ad: &L2Advertisement,
+    pools: &mut [Pool],
+    nodes: &[(&str, &BTreeMap<String, String>)],
+    issues: &mut Vec<Issue>,
+) {
+    let Some((namespace, name)) = ns_name(&ad.metadata) else {
+        return;
+    };
+    let object = ObjectRef::new("L2Advertisement", namespace, name);
+    let mut report = |message: String| {
+        issues.push(Issue {
+            object: object.clone(),
+            message,
+        })
+    };
+    let spec = &ad.spec;
+    let names = spec.ip_address_pools.as_deref().unwrap_or_default();
+    let pool_selectors = spec
+        .ip_address_pool_selectors
+        .as_deref()
+        .unwrap_or_default();
+    // Neither names nor selectors: every pool (MetalLB's default).
+    let all_pools = names.is_empty() && pool_selectors.is_empty();
+    let (by_labels, errors) = Selection::parse(pool_selectors, "ipAddressPoolSelectors");
+    errors.into_iter().for_each(&mut report);
+    let (node_selection, errors) = Selection::parse(
+        spec.node_selectors.as_deref().unwrap_or_default(),
+        "nodeSelectors",
+    );
+    errors.into_iter().for_each(&mut report);
+    for wanted in names {
+        if !pools
+            .iter()
+            .any(|p| p.namespace == namespace && p.name == wanted)
+        {
+            report(format!("unknown IPAddressPool {wanted}"));
+        }
+    }
+
+    let interfaces: Interfaces = spec
+        .interfaces
+        .as_ref()
+        .filter(|i| !i.is_empty())
+        .map(|i| i.iter().cloned().collect());
+    let selected_nodes: Vec<&str> = nodes
+        .iter()
+        .filter(|(_, labels)| node_selection.matches(labels))
+        .map(|(name, _)| *name)
+        .collect();
+    let mut selects_any = false;
+    for pool in pools.iter_mut().filter(|p| p.namespace == namespace) {
+        // An absent selector list parses as "all"; here it must add nothing.
+        let selected = all_pools
+            || names.iter().any(|n| n == pool.name)
+            || (!pool_selectors.is_empty() && by_labels.matches(pool.labels));
+        if selected {
+            selects_any = true;
+            for node in &selected_nodes {
+                merge(&mut pool.nodes, node, &interfaces);
+            }
+        }
+    }
+    if !selects_any {
+        report("selects no IPAddressPool".to_owned());
+    }
+}
+
+/// A LoadBalancer Service of ours, with its valid VIPs.
+struct Announced<'a> {
+    object: ObjectRef,
+    namespace: &'a str,
+    name: &'a str,
+    local: bool,
+    ips: BTreeSet<IpAddr>,
+}
+
+fn announced_service<'a>(
+    svc: &'a Service,
+    settings: &Settings,
+    issues: &mut Vec<Issue>,
+) -> Option<Announced<'a>> {
+    let (namespace, name) = ns_name(&svc.metadata)?;
+    let spec = svc.spec.as_ref()?;
+    if spec.type_.as_deref() != Some("LoadBalancer") {
+        return None;
+    }
+    let ours = match &spec.load_balancer_class {
+        Some(class) => settings.load_balancer_class.as_ref() == Some(class),
+        None => settings.announce_classless,
+    };
+    if !ours {
+        return None;
+    }
+    let object = ObjectRef::new("Service", namespace, name);
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default();
+    let mut ips = BTreeSet::new();
+    // Entries with only a hostname are not ours to answer ARP for.
+    for raw in ingress.iter().filter_map(|i| i.ip.as_deref()) {
+        match raw.parse() {
+            Ok(ip) => {
+                ips.insert(ip);
+            }
+            Err(_) => issues.push(Issue {
+                object: object.clone(),
+                message: format!("bad address {raw:?} in status.loadBalancer.ingress"),
+            }),
+        }
+    }
+    let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    Some(Announced {
+        object,
+        namespace,
+        name,
+        local,
+        ips,
+    })
+}
+
+/// Which nodes the Service's endpoints let announce.
+enum Allowed<'a> {
+    All,
+    Only(BTreeSet<&'a str>),
+}
+
+impl Allowed<'_> {
+    fn allow(&self, node: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(nodes) => nodes.contains(node),
+        }
+    }
+}
+
+/// `Local`: the nodes with a ready endpoint. `Cluster`: every node, once
+/// any endpoint is ready. A missing `ready` means ready (EndpointConditions).
+fn endpoint_nodes<'a>(slices: &'a [EndpointSlice], svc: &Announced) -> Allowed<'a> {
+    let mut ready = slices
+        .iter()
+        .filter(|s| {
+            s.metadata.namespace.as_deref().unwrap_or_default() == svc.namespace
+                && labels(&s.metadata)
+                    .get(SERVICE_NAME_LABEL)
+                    .map(String::as_str)
+                    == Some(svc.name)
+        })
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
+    if svc.local {
+        Allowed::Only(ready.filter_map(|e| e.node_name.as_deref()).collect())
+    } else if ready.next().is_some() {
+        Allowed::All
+    } else {
+        Allowed::Only(BTreeSet::new())
+    }
+}

@@ -1,0 +1,3 @@
+//! Talking to the Kubernetes API.
+
+pub mod metallb;
