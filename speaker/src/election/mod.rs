@@ -1,0 +1,798 @@
+//! Who answers for each VIP, decided with Kubernetes Leases in two levels:
+//!
+//! - every agent renews one Lease for its node, often (the only steady-state
+//!   API write, whatever the number of VIPs);
+//! - every VIP has one Lease, its ownership record, written only when
+//!   ownership changes (claim, release), always with a resourceVersion
+//!   precondition, so exactly one contender wins; `leaseTransitions` is the
+//!   ownership term.
+//!
+//! The owner's data-plane entries expire at "send time of its last
+//! successful node-lease renewal + renew deadline", on its own monotonic
+//! clock. A follower takes a VIP over only after seeing the owner's node
+//! lease unchanged for a whole lease duration on *its* clock, and after a
+//! fresh read shows it still unchanged; lease duration > renew deadline
+//! (plus a margin for clock-rate drift) makes the owner's entries expire
+//! first. An owner whose entries lapsed must win a new term before it
+//! answers again, racing on the same record as any follower.
+//!
+//! This module is the decision logic only: no I/O and no clock of its own.
+//! The agent feeds it observations ([`Event`]) with the time, and carries
+//! out the [`Action`]s it returns; the simulation in `sim.rs` does the same
+//! with a simulated API server, clocks and faults.
+
+#[cfg(test)]
+mod sim;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    time::Duration,
+};
+
+use thiserror::Error;
+
+/// A node's CLOCK_MONOTONIC in nanoseconds: the clock data-plane expiries
+/// are written in.
+pub type Mono = u64;
+
+fn ns(d: Duration) -> Mono {
+    d.as_nanos() as Mono
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// How long a follower must see a node lease unchanged before it may
+    /// take that node's VIPs.
+    pub lease_duration: Duration,
+    /// How often the node lease is renewed.
+    pub renew_interval: Duration,
+    /// How long after sending its last successful renewal a node keeps
+    /// answering.
+    pub renew_deadline: Duration,
+    /// Extra wait per rank before contending, so the preferred node goes
+    /// first and VIPs spread.
+    pub stagger: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            lease_duration: Duration::from_secs(2),
+            renew_interval: Duration::from_millis(500),
+            renew_deadline: Duration::from_millis(1500),
+            stagger: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TimingError {
+    #[error(
+        "lease duration ({lease:?}) must exceed renew deadline ({deadline:?}) by at least 10% ({margin:?}): a follower could otherwise take a VIP while its owner still answers"
+    )]
+    LeaseTooShort {
+        lease: Duration,
+        deadline: Duration,
+        margin: Duration,
+    },
+    #[error(
+        "renew deadline ({deadline:?}) must be at least twice the renew interval ({interval:?}), so one failed renewal does not stop a healthy node from answering"
+    )]
+    DeadlineTooShort {
+        deadline: Duration,
+        interval: Duration,
+    },
+    #[error("renew interval must be above zero")]
+    ZeroInterval,
+}
+
+impl Timings {
+    /// Refuses timings that cannot be safe. Safety needs lease duration >
+    /// renew deadline, with a margin for clock-rate drift between nodes and
+    /// scheduling; the renew interval matters only for liveness.
+    pub fn validate(&self) -> Result<(), TimingError> {
+        if self.renew_interval.is_zero() {
+            return Err(TimingError::ZeroInterval);
+        }
+        let margin = self.renew_deadline / 10;
+        if self.lease_duration < self.renew_deadline + margin {
+            return Err(TimingError::LeaseTooShort {
+                lease: self.lease_duration,
+                deadline: self.renew_deadline,
+                margin,
+            });
+        }
+        if self.renew_deadline < self.renew_interval * 2 {
+            return Err(TimingError::DeadlineTooShort {
+                deadline: self.renew_deadline,
+                interval: self.renew_interval,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A VIP's ownership record as read from the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The owning node; `None` once released.
+    pub holder: Option<String>,
+    /// Ownership term, bumped by every claim.
+    pub term: u64,
+    /// resourceVersion, the precondition of the next write.
+    pub rv: String,
+}
+
+impl Record {
+    /// Order of records of one VIP: claims bump the term; a release keeps
+    /// the term and comes after the claim it ends.
+    fn age(&self) -> (u64, bool) {
+        (self.term, self.holder.is_none())
+    }
+}
+
+/// How a record write ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Written(Record),
+    /// The precondition failed (409): someone else wrote first.
+    Conflict,
+    /// Unknown: timeout, network, server error. It may have been applied.
+    Failed,
+}
+
+/// What the agent observed, or the result of an action it carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Time passed (the agent calls this at `next_wakeup`).
+    Tick,
+    /// Our node-lease renewal sent at `sent_at` finished.
+    RenewDone { sent_at: Mono, ok: bool },
+    /// Another node's lease as watched; `None`: it does not exist.
+    NodeLease { node: String, rv: Option<String> },
+    /// A VIP's record as watched; `None`: it does not exist.
+    Record { vip: IpAddr, record: Option<Record> },
+    /// The first complete list of records has been seen: a VIP without one
+    /// is truly free.
+    RecordsSynced,
+    /// A fresh read of a node lease (see [`Action::ReadNodeLease`]).
+    NodeLeaseRead {
+        req: u64,
+        rv: Option<String>,
+        ok: bool,
+    },
+    /// A record write finished (see [`Action::WriteRecord`]).
+    WriteDone { req: u64, outcome: WriteOutcome },
+    /// Whether this node may announce `vip`, and which nodes may (for
+    /// ranking). A VIP no longer in the plan comes as not eligible.
+    Eligibility {
+        vip: IpAddr,
+        eligible: bool,
+        candidates: Vec<String>,
+    },
+    /// Stop: hand every VIP over.
+    Shutdown,
+}
+
+/// What the agent must do. Every request action is answered by an event
+/// with the same `req` (the agent turns timeouts into failures).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Renew our node lease; answer with [`Event::RenewDone`] carrying the
+    /// time the request was sent.
+    RenewNodeLease,
+    /// Read a node lease afresh (not from a watch cache).
+    ReadNodeLease { req: u64, node: String },
+    /// Write a VIP's record: create it when `expect` is `None`, else replace
+    /// it only if its resourceVersion is still `expect`.
+    WriteRecord {
+        req: u64,
+        vip: IpAddr,
+        expect: Option<String>,
+        holder: Option<String>,
+        term: u64,
+    },
+    /// Start answering for `vip`, the entry expiring at `expires`; announce.
+    Install { vip: IpAddr, expires: Mono },
+    /// Push an answered VIP's expiry to `expires`.
+    Refresh { vip: IpAddr, expires: Mono },
+    /// Stop answering for `vip`.
+    Remove { vip: IpAddr },
+}
+
+/// Where one VIP stands for this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VipState {
+    /// Not answering; contending when allowed.
+    Following,
+    /// About to take over from `holder`: reading its node lease afresh,
+    /// which must still be at `rv`. The takeover may only replace the
+    /// record as it was then (`record_rv`): a re-claim by the holder
+    /// meanwhile must make it fail.
+    Verifying {
+        req: u64,
+        holder: String,
+        rv: Option<String>,
+        record_rv: String,
+    },
+    /// Claim (term `term`) in flight.
+    Claiming { req: u64, term: u64 },
+    /// Answering, with the entry expiring at `expires`.
+    Owning { term: u64, expires: Mono },
+    /// Entry removed, release write in flight.
+    Releasing { req: u64 },
+}
+
+#[derive(Debug)]
+struct Vip {
+    record: Option<Record>,
+    eligible: bool,
+    candidates: Vec<String>,
+    state: VipState,
+    /// When the VIP was first seen free (released or without a record).
+    free_since: Option<Mono>,
+    /// No write before this (after a failed one).
+    retry_at: Mono,
+}
+
+impl Vip {
+    fn new() -> Self {
+        Self {
+            record: None,
+            eligible: false,
+            candidates: Vec::new(),
+            state: VipState::Following,
+            free_since: None,
+            retry_at: 0,
+        }
+    }
+}
+
+/// What we saw of another node's lease: its version, and since when.
+#[derive(Debug)]
+struct Seen {
+    rv: Option<String>,
+    since: Mono,
+}
+
+#[derive(Debug)]
+pub struct Election {
+    me: String,
+    t: Timings,
+    next_renew_at: Mono,
+    renew_in_flight: bool,
+    /// Send time of our latest successful renewal.
+    renewed_sent_at: Option<Mono>,
+    /// Send time of our first successful renewal.
+    started_at: Option<Mono>,
+    peers: HashMap<String, Seen>,
+    vips: BTreeMap<IpAddr, Vip>,
+    records_synced: bool,
+    shutting_down: bool,
+    next_req: u64,
+}
+
+impl Election {
+    pub fn new(me: impl Into<String>, t: Timings) -> Self {
+        Self {
+            me: me.into(),
+            t,
+            next_renew_at: 0,
+            renew_in_flight: false,
+            renewed_sent_at: None,
+            started_at: None,
+            peers: HashMap::new(),
+            vips: BTreeMap::new(),
+            records_synced: false,
+            shutting_down: false,
+            next_req: 0,
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.me
+    }
+
+    /// The VIPs this node answers for, with their entries' expiry.
+    pub fn owned(&self) -> impl Iterator<Item = (IpAddr, Mono)> + '_ {
+        self.vips.iter().filter_map(|(vip, v)| match v.state {
+            VipState::Owning { expires, .. } => Some((*vip, expires)),
+            _ => None,
+        })
+    }
+
+    pub fn state(&self, vip: &IpAddr) -> Option<&VipState> {
+        self.vips.get(vip).map(|v| &v.state)
+    }
+
+    /// After [`Event::Shutdown`]: true once nothing is owned or in flight.
+    pub fn stopped(&self) -> bool {
+        self.shutting_down
+            && self
+                .vips
+                .values()
+                .all(|v| v.state == VipState::Following && !self.holds_record(v))
+    }
+
+    fn holds_record(&self, v: &Vip) -> bool {
+        v.record
+            .as_ref()
+            .is_some_and(|r| r.holder.as_deref() == Some(&self.me))
+    }
+
+    /// Until when our node lease lets us answer, if it does now.
+    fn own_live_until(&self, now: Mono) -> Option<Mono> {
+        self.renewed_sent_at
+            .map(|s| s + ns(self.t.renew_deadline))
+            .filter(|&e| e > now)
+    }
+
+    /// Whether `node` counts as alive for ranking: until its lease has
+    /// been seen unchanged (or absent) for a whole lease duration. Ranking
+    /// only orders contenders; safety never rests on it.
+    fn peer_live(&self, node: &str, now: Mono) -> bool {
+        if node == self.me {
+            return self.own_live_until(now).is_some();
+        }
+        self.peers
+            .get(node)
+            .is_none_or(|s| now < s.since + ns(self.t.lease_duration))
+    }
+
+    fn req(&mut self) -> u64 {
+        self.next_req += 1;
+        self.next_req
+    }
+
+    /// Applies an observation at `now`; returns what to do.
+    pub fn handle(&mut self, now: Mono, event: Event) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::Tick => {}
+            Event::RenewDone { sent_at, ok } => {
+                self.renew_in_flight = false;
+                if ok {
+                    self.started_at.get_or_insert(sent_at);
+                    self.renewed_sent_at =
+                        Some(self.renewed_sent_at.map_or(sent_at, |s| s.max(sent_at)));
+                    let new_expiry = sent_at + ns(self.t.renew_deadline);
+                    // Only entries still live are extended: one that lapsed
+                    // may have been taken over meanwhile, and must be won
+                    // again (see reconcile).
+                    for (vip, v) in &mut self.vips {
+                        if let VipState::Owning { expires, .. } = &mut v.state
+                            && *expires > now
+                            && new_expiry > *expires
+                        {
+                            *expires = new_expiry;
+                            out.push(Action::Refresh {
+                                vip: *vip,
+                                expires: new_expiry,
+                            });
+                        }
+                    }
+                }
+            }
+            Event::NodeLease { node, rv } => {
+                if node != self.me {
+                    let seen = self.peers.entry(node).or_insert(Seen {
+                        rv: None,
+                        since: now,
+                    });
+                    if seen.rv != rv {
+                        *seen = Seen { rv, since: now };
+                    }
+                }
+            }
+            Event::Record { vip, record } => {
+                let v = self.vips.entry(vip).or_insert_with(Vip::new);
+                match (&v.record, record) {
+                    (_, None) => v.record = None,
+                    (Some(old), Some(new)) if new.age() < old.age() => {}
+                    (_, Some(new)) => v.record = Some(new),
+                }
+            }
+            Event::RecordsSynced => self.records_synced = true,
+            Event::NodeLeaseRead { req, rv, ok } => self.verified(now, req, rv, ok, &mut out),
+            Event::WriteDone { req, outcome } => self.written(now, req, outcome, &mut out),
+            Event::Eligibility {
+                vip,
+                eligible,
+                candidates,
+            } => {
+                let v = self.vips.entry(vip).or_insert_with(Vip::new);
+                v.eligible = eligible;
+                v.candidates = candidates;
+            }
+            Event::Shutdown => self.shutting_down = true,
+        }
+        if !self.renew_in_flight && now >= self.next_renew_at && !self.shutting_down {
+            self.renew_in_flight = true;
+            self.next_renew_at = now + ns(self.t.renew_interval);
+            out.push(Action::RenewNodeLease);
+        }
+        self.reconcile(now, &mut out);
+        out
+    }
+
+    fn verified(
+        &mut self,
+        now: Mono,
+        req: u64,
+        rv: Option<String>,
+        ok: bool,
+        out: &mut Vec<Action>,
+    ) {
+        let Some((vip, holder, expected, record_rv)) =
+            self.vips.iter().find_map(|(vip, v)| match &v.state {
+                VipState::Verifying {
+                    req: r,
+                    holder,
+                    rv,
+                    record_rv,
+                } if *r == req => Some((*vip, holder.clone(), rv.clone(), record_rv.clone())),
+                _ => None,
+            })
+        else {
+            return;
+        };
+        if ok && rv != expected {
+            // The holder renewed after all: its lease is alive; start over.
+            self.peers.insert(
+                holder.clone(),
+                Seen {
+                    rv: rv.clone(),
+                    since: now,
+                },
+            );
+        }
+        // The watch may have shown a renewal since the read was served.
+        let unchanged = self.peers.get(&holder).is_none_or(|s| s.rv == expected);
+        let write = self.req();
+        let (me, stopping) = (self.me.clone(), self.shutting_down);
+        let Some(v) = self.vips.get_mut(&vip) else {
+            return;
+        };
+        v.state = VipState::Following;
+        let Some(r) = v.record.as_ref() else {
+            return;
+        };
+        // Only the record as it was when the wait began may be replaced.
+        if ok && rv == expected && unchanged && v.eligible && !stopping && r.rv == record_rv {
+            let term = r.term + 1;
+            out.push(Action::WriteRecord {
+                req: write,
+                vip,
+                expect: Some(record_rv),
+                holder: Some(me),
+                term,
+            });
+            v.state = VipState::Claiming { req: write, term };
+        }
+    }
+
+    fn written(&mut self, now: Mono, req: u64, outcome: WriteOutcome, out: &mut Vec<Action>) {
+        let live_until = self.own_live_until(now);
+        let me = self.me.clone();
+        let stopping = self.shutting_down;
+        let Some((vip, v)) = self.vips.iter_mut().find(|(_, v)| match v.state {
+            VipState::Claiming { req: r, .. } | VipState::Releasing { req: r } => r == req,
+            _ => false,
+        }) else {
+            return;
+        };
+        let claimed = match v.state {
+            VipState::Claiming { term, .. } => Some(term),
+            _ => None,
+        };
+        v.state = VipState::Following;
+        match outcome {
+            WriteOutcome::Written(record) => {
+                let won = claimed.is_some_and(|t| {
+                    record.term == t && record.holder.as_deref() == Some(me.as_str())
+                });
+                if v.record.as_ref().is_none_or(|r| record.age() >= r.age()) {
+                    v.record = Some(record);
+                }
+                // A late answer is harmless: a newer record than our claim
+                // (seen on the watch meanwhile) means we lost it already.
+                let current = v.record.as_ref().is_some_and(|r| {
+                    claimed == Some(r.term) && r.holder.as_deref() == Some(me.as_str())
+                });
+                if won
+                    && current
+                    && v.eligible
+                    && !stopping
+                    && let Some(expires) = live_until
+                    && let Some(term) = claimed
+                {
+                    v.state = VipState::Owning { term, expires };
+                    out.push(Action::Install { vip: *vip, expires });
+                }
+            }
+            WriteOutcome::Conflict | WriteOutcome::Failed => {
+                v.retry_at = now + ns(self.t.stagger).max(50_000_000);
+            }
+        }
+    }
+
+    /// Per-VIP decisions. Called after every event.
+    fn reconcile(&mut self, now: Mono, out: &mut Vec<Action>) {
+        // A holder we never saw a lease for is timed from when we first
+        // looked, so its deadline does not move with every call.
+        let holders: Vec<String> = self
+            .vips
+            .values()
+            .filter_map(|v| v.record.as_ref()?.holder.clone())
+            .chain(
+                self.vips
+                    .values()
+                    .flat_map(|v| v.candidates.iter().cloned()),
+            )
+            .filter(|h| *h != self.me)
+            .collect();
+        for h in holders {
+            self.peers.entry(h).or_insert(Seen {
+                rv: None,
+                since: now,
+            });
+        }
+        let ranks = self.ranks(now);
+        let vips: Vec<IpAddr> = self.vips.keys().copied().collect();
+        for vip in vips {
+            let rank = ranks.get(&vip).copied();
+            self.reconcile_vip(now, vip, rank, out);
+        }
+    }
+
+    /// For a VIP in [`VipState::Following`]: its next step and when it is
+    /// due. Both `reconcile` (acting when due) and `next_wakeup` use it.
+    fn next_step(&self, v: &Vip, now: Mono, rank: Option<usize>) -> Option<(Mono, Step)> {
+        let mine = v
+            .record
+            .as_ref()
+            .is_some_and(|r| r.holder.as_deref() == Some(self.me.as_str()));
+        if mine && (!v.eligible || self.shutting_down) {
+            return Some((v.retry_at, Step::Release));
+        }
+        if !v.eligible || self.shutting_down || !self.records_synced {
+            return None;
+        }
+        // Contend only while our own lease lets us answer.
+        self.own_live_until(now)?;
+        let due = |at: Mono| at.max(v.retry_at);
+        let holder = v.record.as_ref().and_then(|r| r.holder.as_deref());
+        if holder == Some(self.me.as_str()) {
+            // Ours on record but not answered (restart, or lapse): a new
+            // term first, whatever the ranking.
+            return Some((due(now), Step::Claim));
+        }
+        let rank = rank? as Mono * ns(self.t.stagger);
+        match holder {
+            None => {
+                // A free VIP goes to the first-ranked live candidate. The
+                // others wait their turn, and, for a lease duration after
+                // they start, for peers that start later: so a fresh
+                // cluster spreads its VIPs instead of the first node
+                // taking all.
+                let mut at = v.free_since.unwrap_or(now) + rank;
+                if rank > 0 {
+                    at = at.max(self.started_at.unwrap_or(now) + ns(self.t.lease_duration));
+                }
+                Some((due(at), Step::Claim))
+            }
+            Some(h) => {
+                let since = self.peers.get(h).map_or(now, |s| s.since);
+                Some((
+                    due(since + ns(self.t.lease_duration) + rank),
+                    Step::Verify(h.to_string()),
+                ))
+            }
+        }
+    }
+
+    fn reconcile_vip(
+        &mut self,
+        now: Mono,
+        vip: IpAddr,
+        rank: Option<usize>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(v) = self.vips.get(&vip) else { return };
+        let me = self.me.clone();
+        let mine = v
+            .record
+            .as_ref()
+            .is_some_and(|r| r.holder.as_deref() == Some(me.as_str()));
+        match v.state.clone() {
+            VipState::Owning { term, expires } => {
+                let current = mine && v.record.as_ref().is_some_and(|r| r.term == term);
+                let handover = !v.eligible || self.shutting_down;
+                if current && !handover && now < expires {
+                    return;
+                }
+                // Lost to a newer term, handing over, or lapsed (won back
+                // only through a new term): stop answering first.
+                out.push(Action::Remove { vip });
+                if let Some(v) = self.vips.get_mut(&vip) {
+                    v.state = VipState::Following;
+                }
+                if current && handover {
+                    let req = self.req();
+                    if let Some(v) = self.vips.get_mut(&vip) {
+                        Self::release(v, vip, req, out);
+                    }
+                }
+            }
+            VipState::Following => {
+                let free = v.record.as_ref().is_none_or(|r| r.holder.is_none());
+                let step = self.next_step(v, now, rank);
+                let req = self.req();
+                let Some(v) = self.vips.get_mut(&vip) else {
+                    return;
+                };
+                if free {
+                    v.free_since.get_or_insert(now);
+                } else {
+                    v.free_since = None;
+                }
+                let Some((at, step)) = step else { return };
+                if at > now {
+                    return;
+                }
+                match step {
+                    Step::Release => Self::release(v, vip, req, out),
+                    Step::Claim => {
+                        let (expect, term) = match &v.record {
+                            Some(r) => (Some(r.rv.clone()), r.term + 1),
+                            None => (None, 1),
+                        };
+                        out.push(Action::WriteRecord {
+                            req,
+                            vip,
+                            expect,
+                            holder: Some(me),
+                            term,
+                        });
+                        v.state = VipState::Claiming { req, term };
+                    }
+                    Step::Verify(holder) => {
+                        let rv = self.peers.get(&holder).and_then(|s| s.rv.clone());
+                        if let Some(v) = self.vips.get_mut(&vip)
+                            && let Some(record_rv) = v.record.as_ref().map(|r| r.rv.clone())
+                        {
+                            v.state = VipState::Verifying {
+                                req,
+                                holder: holder.clone(),
+                                rv,
+                                record_rv,
+                            };
+                        }
+                        // Timed from now if we never saw this node's lease.
+                        self.peers.entry(holder.clone()).or_insert(Seen {
+                            rv: None,
+                            since: now,
+                        });
+                        out.push(Action::ReadNodeLease { req, node: holder });
+                    }
+                }
+            }
+            VipState::Verifying { .. } | VipState::Claiming { .. } | VipState::Releasing { .. } => {
+            }
+        }
+    }
+
+    fn release(v: &mut Vip, vip: IpAddr, req: u64, out: &mut Vec<Action>) {
+        if let Some(r) = &v.record {
+            out.push(Action::WriteRecord {
+                req,
+                vip,
+                expect: Some(r.rv.clone()),
+                holder: None,
+                term: r.term,
+            });
+            v.state = VipState::Releasing { req };
+        }
+    }
+
+    /// This node's rank among the live candidates of each VIP that may need
+    /// a new owner (0: contends at once). Every node computes the same
+    /// order from the same view: VIPs in address order, each to the
+    /// least-loaded live candidate, ties broken by rendezvous hash, so
+    /// first assignments spread and every node agrees who goes first.
+    fn ranks(&self, now: Mono) -> HashMap<IpAddr, usize> {
+        let mut load: HashMap<&str, usize> = HashMap::new();
+        for v in self.vips.values() {
+            if let Some(h) = v.record.as_ref().and_then(|r| r.holder.as_deref())
+                && self.peer_live(h, now)
+            {
+                *load.entry(h).or_default() += 1;
+            }
+        }
+        let mut ranks = HashMap::new();
+        for (vip, v) in &self.vips {
+            let holder = v.record.as_ref().and_then(|r| r.holder.as_deref());
+            if holder.is_some_and(|h| self.peer_live(h, now)) {
+                // Served (its load counted above): nobody contends, ownership
+                // is sticky. Our own record without an answer is re-claimed
+                // without a rank.
+                continue;
+            }
+            let mut order: Vec<&str> = v
+                .candidates
+                .iter()
+                .map(String::as_str)
+                .filter(|n| Some(*n) != holder || *n == self.me)
+                .filter(|n| self.peer_live(n, now))
+                .collect();
+            order.sort_by_key(|n| {
+                (
+                    load.get(n).copied().unwrap_or(0),
+                    std::cmp::Reverse(score(n, vip)),
+                )
+            });
+            order.dedup();
+            if let Some(first) = order.first() {
+                *load.entry(first).or_default() += 1;
+            }
+            if let Some(pos) = order.iter().position(|n| *n == self.me) {
+                ranks.insert(*vip, pos);
+            } else if v.eligible {
+                // Eligible but not yet seen as a candidate by the plan: last.
+                ranks.insert(*vip, order.len());
+            }
+        }
+        ranks
+    }
+
+    /// When to call [`Event::Tick`] next, at the latest (always after
+    /// `now`, or `Mono::MAX`).
+    pub fn next_wakeup(&self, now: Mono) -> Mono {
+        let mut wake = match self.renew_in_flight || self.shutting_down {
+            true => Mono::MAX,
+            false => self.next_renew_at,
+        };
+        let ranks = self.ranks(now);
+        for (vip, v) in &self.vips {
+            let at = match &v.state {
+                VipState::Owning { expires, .. } => Some(*expires),
+                VipState::Following => self
+                    .next_step(v, now, ranks.get(vip).copied())
+                    .map(|(at, _)| at),
+                _ => None,
+            };
+            if let Some(at) = at.filter(|&at| at > now) {
+                wake = wake.min(at);
+            }
+        }
+        // Our own lease lapsing changes what we may do.
+        if let Some(until) = self.own_live_until(now) {
+            wake = wake.min(until);
+        }
+        wake.max(now + 1)
+    }
+}
+
+/// What a following VIP does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    Claim,
+    Release,
+    Verify(String),
+}
+
+/// Rendezvous (highest random weight) score of a node for a VIP: FNV-1a,
+/// stable across processes and versions.
+fn score(node: &str, vip: &IpAddr) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = match vip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    for b in node.bytes().chain([0]).chain(bytes) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}

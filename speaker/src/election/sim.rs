@@ -1,0 +1,717 @@
+//! Deterministic simulation of the election: several nodes, each with its
+//! own drifting clock and its own data-plane map, against a simulated,
+//! linearizable API server, with seeded faults: crashes and restarts,
+//! pauses (SIGSTOP), cut-offs from the API, slow answers, requests that
+//! time out at the client yet still apply at the server, watch streams that
+//! lag or stall for seconds while writes go through, and eligibility flips.
+//!
+//! Safety, checked after every event: no two nodes hold an unexpired map
+//! entry for one VIP at the same instant. Liveness, checked after the
+//! faults stop: within lease duration plus a bound, every VIP is answered
+//! by exactly one eligible node.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap},
+    net::{IpAddr, Ipv4Addr},
+};
+
+use super::{Action, Election, Event, Mono, Record, Timings, WriteOutcome};
+
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000 * MS;
+/// Client-side timeout of every API request.
+const TIMEOUT: u64 = SEC;
+/// Maximum clock-rate difference from real time (1000 ppm: far worse than
+/// any real oscillator).
+const DRIFT: f64 = 0.001;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Req {
+    Renew {
+        sent_at: Mono,
+    },
+    Read {
+        req: u64,
+        node: String,
+    },
+    Write {
+        req: u64,
+        vip: IpAddr,
+        expect: Option<String>,
+        holder: Option<String>,
+        term: u64,
+    },
+}
+
+#[derive(Clone, Debug)]
+enum Ev {
+    Wake {
+        node: usize,
+        epoch: u64,
+    },
+    Deliver {
+        node: usize,
+        epoch: u64,
+        event: Event,
+        answers: Option<u64>,
+    },
+    Arrive {
+        node: usize,
+        epoch: u64,
+        req: Req,
+        id: u64,
+    },
+    Restart {
+        node: usize,
+    },
+}
+
+struct Node {
+    name: String,
+    election: Option<Election>,
+    rate: f64,
+    offset: u64,
+    epoch: u64,
+    /// The data plane: VIP -> expiry on this node's clock.
+    map: BTreeMap<IpAddr, Mono>,
+    paused_until: u64,
+    cut_until: u64,
+    lag: u64,
+    slow: u64,
+    watch_tail: u64,
+    /// Requests awaiting an answer or a timeout, by id.
+    open: BTreeMap<u64, ()>,
+    eligible: BTreeMap<IpAddr, bool>,
+    /// Wake-up already queued at this real time.
+    wake_at: u64,
+}
+
+impl Node {
+    fn local(&self, real: u64) -> Mono {
+        self.offset + (real as f64 * self.rate) as u64
+    }
+    fn real(&self, local: Mono) -> u64 {
+        (local.saturating_sub(self.offset) as f64 / self.rate).ceil() as u64
+    }
+}
+
+#[derive(Default)]
+struct Api {
+    rv: u64,
+    leases: BTreeMap<String, String>,
+    records: BTreeMap<IpAddr, Record>,
+}
+
+struct World {
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    nodes: Vec<Node>,
+    api: Api,
+    vips: Vec<IpAddr>,
+    t: Timings,
+    faults_until: u64,
+}
+
+impl World {
+    fn new(seed: u64, n: usize, vips: usize, t: Timings) -> Self {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let vips: Vec<IpAddr> = (0..vips)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10 + i as u8)))
+            .collect();
+        let nodes = (0..n)
+            .map(|i| Node {
+                name: format!("front-{i}"),
+                election: None,
+                rate: 1.0 + (rng.below(2001) as f64 - 1000.0) / 1000.0 * DRIFT,
+                offset: rng.below(1000) * SEC,
+                epoch: 0,
+                map: BTreeMap::new(),
+                paused_until: 0,
+                cut_until: 0,
+                lag: rng.range(1, 30) * MS,
+                slow: 0,
+                watch_tail: 0,
+                open: BTreeMap::new(),
+                eligible: vips.iter().map(|v| (*v, true)).collect(),
+                wake_at: u64::MAX,
+            })
+            .collect();
+        let mut w = Self {
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            nodes,
+            api: Api::default(),
+            vips,
+            t,
+            faults_until: 0,
+        };
+        for i in 0..n {
+            let at = w.rng.below(500) * MS;
+            w.at(at, Ev::Restart { node: i });
+        }
+        w
+    }
+
+    fn at(&mut self, time: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((time, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn candidates(&self, vip: IpAddr) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.eligible[&vip])
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
+    /// A change the API made, on every node's watch, in order, late by the
+    /// node's current lag (and after any cut-off).
+    fn broadcast(&mut self, event: Event) {
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            let at = (self.now + n.lag).max(n.watch_tail).max(n.cut_until);
+            let epoch = n.epoch;
+            self.nodes[i].watch_tail = at;
+            self.at(
+                at,
+                Ev::Deliver {
+                    node: i,
+                    epoch,
+                    event: event.clone(),
+                    answers: None,
+                },
+            );
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        let name = self.nodes[i].name.clone();
+        let n = &mut self.nodes[i];
+        n.epoch += 1;
+        n.map.clear();
+        n.open.clear();
+        n.election = Some(Election::new(name, self.t));
+        n.wake_at = u64::MAX;
+        // A fresh list of everything, then the watch.
+        let epoch = n.epoch;
+        let at = (self.now + n.lag).max(n.cut_until);
+        n.watch_tail = at;
+        let mut initial: Vec<Event> = self
+            .api
+            .leases
+            .iter()
+            .map(|(node, rv)| Event::NodeLease {
+                node: node.clone(),
+                rv: Some(rv.clone()),
+            })
+            .collect();
+        initial.extend(self.api.records.iter().map(|(vip, r)| Event::Record {
+            vip: *vip,
+            record: Some(r.clone()),
+        }));
+        initial.push(Event::RecordsSynced);
+        for vip in self.vips.clone() {
+            let eligible = self.nodes[i].eligible[&vip];
+            let candidates = self.candidates(vip);
+            initial.push(Event::Eligibility {
+                vip,
+                eligible,
+                candidates,
+            });
+        }
+        for event in initial {
+            self.at(
+                at,
+                Ev::Deliver {
+                    node: i,
+                    epoch,
+                    event,
+                    answers: None,
+                },
+            );
+        }
+        self.at(self.now, Ev::Wake { node: i, epoch });
+    }
+
+    fn run_node(&mut self, i: usize, event: Event) {
+        if std::env::var("SIM_TRACE").is_ok()
+            && self.now > 9 * SEC
+            && self.now < 14 * SEC
+            && !matches!(event, Event::Tick)
+        {
+            eprintln!(
+                "{:>6} ms {} <- {:?}",
+                self.now / MS,
+                self.nodes[i].name,
+                event
+            );
+        }
+        let n = &mut self.nodes[i];
+        let local = n.local(self.now);
+        let Some(e) = n.election.as_mut() else { return };
+        let actions = e.handle(local, event);
+        let next = e.next_wakeup(local);
+        let wake = n.real(next).max(self.now + MS / 10);
+        for a in actions {
+            self.act(i, local, a);
+        }
+        let n = &mut self.nodes[i];
+        if wake < n.wake_at {
+            n.wake_at = wake;
+            let epoch = n.epoch;
+            self.at(wake, Ev::Wake { node: i, epoch });
+        }
+    }
+
+    fn act(&mut self, i: usize, local: Mono, a: Action) {
+        if std::env::var("SIM_TRACE").is_ok() && self.now > 9 * SEC && self.now < 14 * SEC {
+            eprintln!(
+                "{:>6} ms {} [local {}] {:?}",
+                self.now / MS,
+                self.nodes[i].name,
+                local / MS,
+                a
+            );
+        }
+        let req = match a {
+            Action::Install { vip, expires } | Action::Refresh { vip, expires } => {
+                self.nodes[i].map.insert(vip, expires);
+                return;
+            }
+            Action::Remove { vip } => {
+                self.nodes[i].map.remove(&vip);
+                return;
+            }
+            Action::RenewNodeLease => Req::Renew { sent_at: local },
+            Action::ReadNodeLease { req, node } => Req::Read { req, node },
+            Action::WriteRecord {
+                req,
+                vip,
+                expect,
+                holder,
+                term,
+            } => Req::Write {
+                req,
+                vip,
+                expect,
+                holder,
+                term,
+            },
+        };
+        self.seq += 1;
+        let id = self.seq;
+        let n = &mut self.nodes[i];
+        n.open.insert(id, ());
+        let epoch = n.epoch;
+        let timeout = Self::failure(&req);
+        self.at(
+            self.now + TIMEOUT,
+            Ev::Deliver {
+                node: i,
+                epoch,
+                event: timeout,
+                answers: Some(id),
+            },
+        );
+        if self.now >= self.nodes[i].cut_until {
+            let delay = self.rng.range(1, 20) * MS + self.nodes[i].slow;
+            self.at(
+                self.now + delay,
+                Ev::Arrive {
+                    node: i,
+                    epoch,
+                    req,
+                    id,
+                },
+            );
+        }
+    }
+
+    fn failure(req: &Req) -> Event {
+        match req {
+            Req::Renew { sent_at } => Event::RenewDone {
+                sent_at: *sent_at,
+                ok: false,
+            },
+            Req::Read { req, .. } => Event::NodeLeaseRead {
+                req: *req,
+                rv: None,
+                ok: false,
+            },
+            Req::Write { req, .. } => Event::WriteDone {
+                req: *req,
+                outcome: WriteOutcome::Failed,
+            },
+        }
+    }
+
+    /// The API server applies a request (it may do so even when the client
+    /// has given up), and answers if the client can still be reached.
+    fn serve(&mut self, i: usize, epoch: u64, req: Req, id: u64) {
+        let name = self.nodes[i].name.clone();
+        let answer = match req {
+            Req::Renew { sent_at } => {
+                self.api.rv += 1;
+                let rv = self.api.rv.to_string();
+                self.api.leases.insert(name.clone(), rv.clone());
+                self.broadcast(Event::NodeLease {
+                    node: name,
+                    rv: Some(rv),
+                });
+                Event::RenewDone { sent_at, ok: true }
+            }
+            Req::Read { req, node } => Event::NodeLeaseRead {
+                req,
+                rv: self.api.leases.get(&node).cloned(),
+                ok: true,
+            },
+            Req::Write {
+                req,
+                vip,
+                expect,
+                holder,
+                term,
+            } => {
+                let current = self.api.records.get(&vip);
+                let allowed = match (&expect, current) {
+                    (None, None) => true,
+                    (Some(rv), Some(r)) => *rv == r.rv,
+                    _ => false,
+                };
+                let outcome = if allowed {
+                    self.api.rv += 1;
+                    let record = Record {
+                        holder,
+                        term,
+                        rv: self.api.rv.to_string(),
+                    };
+                    self.api.records.insert(vip, record.clone());
+                    self.broadcast(Event::Record {
+                        vip,
+                        record: Some(record.clone()),
+                    });
+                    WriteOutcome::Written(record)
+                } else {
+                    WriteOutcome::Conflict
+                };
+                Event::WriteDone { req, outcome }
+            }
+        };
+        let delay = self.rng.range(1, 20) * MS + self.nodes[i].slow;
+        if self.now + delay >= self.nodes[i].cut_until {
+            self.at(
+                self.now + delay,
+                Ev::Deliver {
+                    node: i,
+                    epoch,
+                    event: answer,
+                    answers: Some(id),
+                },
+            );
+        }
+    }
+
+    fn inject_fault(&mut self) {
+        let i = self.rng.below(self.nodes.len() as u64) as usize;
+        let d = self.rng.range(200, 5000) * MS;
+        let kind = self.rng.below(7);
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!(
+                "{:>6} ms FAULT {kind} on {} for {} ms",
+                self.now / MS,
+                self.nodes[i].name,
+                d / MS
+            );
+        }
+        match kind {
+            0 => {
+                // Crash: the process dies and the kernel detaches its program.
+                let n = &mut self.nodes[i];
+                n.election = None;
+                n.map.clear();
+                n.epoch += 1;
+                n.wake_at = u64::MAX;
+                self.at(self.now + d, Ev::Restart { node: i });
+            }
+            1 => self.nodes[i].paused_until = self.now + d,
+            2 => self.nodes[i].cut_until = self.now + d,
+            3 => self.nodes[i].lag = self.rng.range(1, 3000) * MS,
+            4 => self.nodes[i].slow = self.rng.range(0, 1500) * MS,
+            _ => {
+                let vip = self.vips[self.rng.below(self.vips.len() as u64) as usize];
+                let flip = !self.nodes[i].eligible[&vip];
+                self.nodes[i].eligible.insert(vip, flip);
+                self.tell_eligibility(vip);
+            }
+        }
+    }
+
+    fn tell_eligibility(&mut self, vip: IpAddr) {
+        let candidates = self.candidates(vip);
+        for j in 0..self.nodes.len() {
+            let (eligible, epoch) = (self.nodes[j].eligible[&vip], self.nodes[j].epoch);
+            let event = Event::Eligibility {
+                vip,
+                eligible,
+                candidates: candidates.clone(),
+            };
+            self.at(
+                self.now,
+                Ev::Deliver {
+                    node: j,
+                    epoch,
+                    event,
+                    answers: None,
+                },
+            );
+        }
+    }
+
+    fn heal(&mut self) {
+        for i in 0..self.nodes.len() {
+            let n = &mut self.nodes[i];
+            n.paused_until = n.paused_until.min(self.now);
+            n.cut_until = n.cut_until.min(self.now);
+            n.lag = 5 * MS;
+            n.slow = 0;
+            for e in n.eligible.values_mut() {
+                *e = true;
+            }
+        }
+        for vip in self.vips.clone() {
+            self.tell_eligibility(vip);
+        }
+    }
+
+    /// Safety: at this instant, at most one node answers for each VIP.
+    fn check_safety(&self, seed: u64) {
+        for vip in &self.vips {
+            let answering: Vec<&str> = self
+                .nodes
+                .iter()
+                .filter(|n| n.map.get(vip).is_some_and(|&exp| exp > n.local(self.now)))
+                .map(|n| n.name.as_str())
+                .collect();
+            assert!(
+                answering.len() <= 1,
+                "seed {seed}: at {} ms, {vip} answered by {answering:?}",
+                self.now / MS
+            );
+        }
+    }
+
+    fn step(&mut self) -> bool {
+        let Some(Reverse((time, seq))) = self.queue.pop() else {
+            return false;
+        };
+        let Some(ev) = self.events.remove(&seq) else {
+            return true;
+        };
+        self.now = time;
+        match ev {
+            Ev::Restart { node } => self.restart(node),
+            Ev::Wake { node, epoch } | Ev::Deliver { node, epoch, .. }
+                if self.nodes[node].epoch != epoch => {}
+            Ev::Arrive {
+                node,
+                epoch,
+                req,
+                id,
+            } => self.serve(node, epoch, req, id),
+            ev @ (Ev::Wake { node, .. } | Ev::Deliver { node, .. })
+                if self.nodes[node].paused_until > self.now =>
+            {
+                let at = self.nodes[node].paused_until;
+                self.at(at, ev);
+            }
+            Ev::Wake { node, .. } => {
+                self.nodes[node].wake_at = u64::MAX;
+                self.run_node(node, Event::Tick);
+            }
+            Ev::Deliver {
+                node,
+                event,
+                answers,
+                ..
+            } => {
+                if let Some(id) = answers
+                    && self.nodes[node].open.remove(&id).is_none()
+                {
+                    return true; // answered already (or timed out)
+                }
+                self.run_node(node, event);
+            }
+        }
+        true
+    }
+
+    /// Runs `faulty` seconds of random faults, heals, then runs `settle`.
+    fn run(&mut self, seed: u64, faulty: u64, settle: u64) {
+        self.faults_until = faulty;
+        let mut next_fault = self.rng.range(500, 3000) * MS;
+        while let Some(Reverse((time, _))) = self.queue.peek().copied() {
+            if time > faulty + settle {
+                break;
+            }
+            if next_fault <= time && next_fault < faulty {
+                self.now = next_fault;
+                self.inject_fault();
+                next_fault += self.rng.range(200, 3000) * MS;
+                continue;
+            }
+            if time >= faulty && self.faults_until != 0 {
+                self.now = faulty;
+                self.faults_until = 0;
+                self.heal();
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].election.is_none() {
+                        self.at(self.now, Ev::Restart { node: i });
+                    }
+                }
+                continue;
+            }
+            self.step();
+            self.check_safety(seed);
+        }
+    }
+
+    /// Liveness: every VIP answered by exactly one node, which owns it.
+    fn check_liveness(&self, seed: u64) {
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!("api: {:?}", self.api.records);
+            for n in &self.nodes {
+                let e = n.election.as_ref();
+                eprintln!(
+                    "{} up={} map={:?} states={:?}",
+                    n.name,
+                    e.is_some(),
+                    n.map,
+                    self.vips
+                        .iter()
+                        .map(|v| e.and_then(|e| e.state(v).cloned()))
+                        .collect::<Vec<_>>()
+                );
+                if let Some(e) = e {
+                    eprintln!("   {:?}", e);
+                }
+            }
+        }
+        for vip in &self.vips {
+            let owners: Vec<&str> = self
+                .nodes
+                .iter()
+                .filter(|n| n.map.get(vip).is_some_and(|&exp| exp > n.local(self.now)))
+                .map(|n| n.name.as_str())
+                .collect();
+            assert_eq!(
+                owners.len(),
+                1,
+                "seed {seed}: {vip} answered by {owners:?} after healing"
+            );
+        }
+    }
+}
+
+fn runs() -> u64 {
+    std::env::var("SPEAKER_SIM_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000)
+}
+
+#[test]
+fn never_two_answering_and_always_one_after_healing() {
+    let t = Timings::default();
+    // Healing needs at most: a lease duration to see a dead owner, the rank
+    // stagger, and a few request round trips and timeouts.
+    let settle = 2 * t.lease_duration.as_nanos() as u64 + 3 * TIMEOUT;
+    let first = std::env::var("SPEAKER_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for seed in first..first + runs() {
+        let mut w = World::new(seed, 3, 3, t);
+        w.run(seed, 40 * SEC, settle);
+        w.check_liveness(seed);
+    }
+}
+
+#[test]
+fn fault_free_start_spreads_vips_over_nodes() {
+    let t = Timings::default();
+    for seed in 1..=50 {
+        let mut w = World::new(seed, 3, 3, t);
+        w.lag_all(5 * MS);
+        w.run(seed, 0, 5 * SEC);
+        w.check_liveness(seed);
+        let mut owners: Vec<usize> = w
+            .vips
+            .iter()
+            .map(|vip| {
+                w.nodes
+                    .iter()
+                    .position(|n| n.map.contains_key(vip))
+                    .unwrap_or(99)
+            })
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        assert_eq!(owners.len(), 3, "seed {seed}: three VIPs on {owners:?}");
+    }
+}
+
+impl World {
+    fn lag_all(&mut self, lag: u64) {
+        for n in &mut self.nodes {
+            n.lag = lag;
+        }
+    }
+}
+
+#[test]
+fn timings_are_validated() {
+    assert_eq!(Timings::default().validate(), Ok(()));
+    let t = |lease, interval, deadline| Timings {
+        lease_duration: std::time::Duration::from_millis(lease),
+        renew_interval: std::time::Duration::from_millis(interval),
+        renew_deadline: std::time::Duration::from_millis(deadline),
+        stagger: std::time::Duration::from_millis(100),
+    };
+    assert!(
+        t(1500, 500, 1500).validate().is_err(),
+        "lease must exceed deadline"
+    );
+    assert!(t(1600, 500, 1500).validate().is_err(), "by a margin");
+    assert!(t(1650, 500, 1500).validate().is_ok());
+    assert!(
+        t(3000, 1000, 1500).validate().is_err(),
+        "deadline must allow a retry"
+    );
+    assert!(t(3000, 0, 1500).validate().is_err());
+}
