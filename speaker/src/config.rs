@@ -63,6 +63,84 @@ fn parse_vip_arg(s: &str) -> Result<VipArg, String> {
     Ok(VipArg { addr, links })
 }
 
+/// `speaker agent`: the Kubernetes mode.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// This node's name (from the downward API in the DaemonSet).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: String,
+    /// Namespace of the election's Leases.
+    #[arg(long, default_value = "speaker-system")]
+    pub namespace: String,
+    /// Where to announce when an L2Advertisement names no interfaces
+    /// (repeatable): an interface, or IF:VID for an 802.1Q VLAN on it.
+    #[arg(
+        long = "interface",
+        short = 'i',
+        value_name = "IF[:VID]",
+        required = true
+    )]
+    pub interfaces: Vec<String>,
+    /// Announce Services of this spec.loadBalancerClass.
+    #[arg(long, value_name = "CLASS")]
+    pub load_balancer_class: Option<String>,
+    /// Announce Services without a loadBalancerClass.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub announce_classless: bool,
+    /// How long a node lease must go unrenewed before its VIPs are taken over.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How often this node renews its lease.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub renew_interval: Duration,
+    /// How long after its last successful renewal was sent this node keeps
+    /// answering.
+    #[arg(long, value_name = "DURATION", default_value = "1500ms", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+    /// Wait per rank before contending for a free VIP or a takeover.
+    #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
+    pub stagger: Duration,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7472")]
+    pub metrics_addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl AgentArgs {
+    pub fn into_config(self) -> Result<crate::agent::AgentConfig, ConfigError> {
+        let timings = crate::election::Timings {
+            lease_duration: self.lease_duration,
+            renew_interval: self.renew_interval,
+            renew_deadline: self.renew_deadline,
+            stagger: self.stagger,
+        };
+        timings
+            .validate()
+            .map_err(|e| ConfigError::Timing(e.to_string()))?;
+        for spec in &self.interfaces {
+            Link::lookup(spec)?;
+        }
+        Ok(crate::agent::AgentConfig {
+            node: self.node_name,
+            namespace: self.namespace,
+            default_links: self.interfaces,
+            settings: crate::eligibility::Settings {
+                load_balancer_class: self.load_balancer_class,
+                announce_classless: self.announce_classless,
+            },
+            timings,
+            burst: BurstSettings {
+                count: self.common.garp_count,
+                interval: self.common.garp_interval,
+            },
+            bpffs: self.common.bpffs,
+            xdp_mode: self.common.xdp_mode,
+            metrics_addr: self.metrics_addr,
+        })
+    }
+}
+
 /// Options every mode shares.
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {

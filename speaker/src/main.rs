@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use speaker::{
-    config::{StaticArgs, StaticConfig},
+    agent,
+    config::{AgentArgs, StaticArgs, StaticConfig},
     static_mode,
 };
 use tracing_subscriber::EnvFilter;
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Answer for fixed VIPs on fixed interfaces (no Kubernetes, no election).
     Static(StaticArgs),
+    /// Kubernetes mode: announce LoadBalancer VIPs, elected with peers.
+    Agent(AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,16 @@ fn main() -> ExitCode {
                 }
             };
             run(static_mode::run(cfg))
+        }
+        Command::Agent(args) => {
+            let cfg = match args.into_config() {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run(agent::run(cfg))
         }
     }
 }

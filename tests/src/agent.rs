@@ -35,6 +35,15 @@ pub struct Agent {
 impl Agent {
     /// Starts `speaker ARGS --bpffs <unique dir>` in `ns`.
     pub fn start(ns: &Netns, args: &[&str]) -> Result<Self> {
+        Self::start_with_env(ns, args, &[])
+    }
+
+    /// As [`Agent::start`], with extra environment (e.g. KUBECONFIG).
+    pub fn start_with_env(
+        ns: &Netns,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Self> {
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/{}", ns.name()));
         let log = std::env::temp_dir().join(format!("{}-speaker.log", ns.name()));
         let log_file = std::fs::File::create(&log)?;
@@ -44,7 +53,11 @@ impl Agent {
             .args(args)
             .arg("--bpffs")
             .arg(&bpffs)
-            .env("RUST_LOG", "debug")
+            .env(
+                "RUST_LOG",
+                "debug,kube=info,hyper=info,tower=info,rustls=info",
+            )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -49,6 +49,21 @@ impl Cluster {
     /// namespace, deleted on drop), else a stand-in with one listener per
     /// node, so each node can be cut off on its own.
     pub fn from_env(nodes: usize) -> Result<Self> {
+        Self::from_env_binding(nodes, |_, bind| Ok(bind()))
+    }
+
+    /// As [`Cluster::from_env`], for nodes in network namespaces: node `i`'s
+    /// listener is bound inside `namespaces[i]`, on its own loopback, so an
+    /// agent there reaches the stand-in at 127.0.0.1 and closing that
+    /// listener cuts off that node alone.
+    pub fn from_env_in(namespaces: &[&crate::netns::Netns]) -> Result<Self> {
+        Self::from_env_binding(namespaces.len(), |i, bind| namespaces[i].enter(bind))
+    }
+
+    fn from_env_binding(
+        nodes: usize,
+        in_node: impl Fn(usize, &(dyn Fn() -> Listener + Sync)) -> Result<Listener>,
+    ) -> Result<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let id = format!(
             "{}-{}",
@@ -88,7 +103,7 @@ impl Cluster {
             let mut listeners = Vec::new();
             let mut kubeconfigs = Vec::new();
             for node in 0..nodes.max(1) {
-                let listener = server.listener();
+                let listener = in_node(node, &|| server.listener())?;
                 let path = dir.join(format!("node{node}.kubeconfig"));
                 server.write_kubeconfig_with_namespace(&listener, &path, &namespace)?;
                 listeners.push(listener);

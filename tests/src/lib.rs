@@ -8,6 +8,7 @@ pub mod bpftool;
 pub mod capture;
 pub mod cluster;
 pub mod frames;
+pub mod lan;
 pub mod netns;
 pub mod programs;
 pub mod topology;

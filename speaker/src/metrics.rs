@@ -1,0 +1,131 @@
+//! Prometheus metrics and health endpoints on one small HTTP listener:
+//! `/metrics`, `/healthz` (the process serves), `/readyz` (the data plane
+//! matches the election's view).
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context as _, Result};
+use speaker_common::maps::{Counters, Reason};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub xdp: Option<Counters>,
+    pub vips_owned: u64,
+    pub takeovers: u64,
+    pub renewals_ok: u64,
+    pub renewals_failed: u64,
+    pub record_writes_ok: u64,
+    pub record_conflicts: u64,
+    pub record_writes_failed: u64,
+    pub repairs: u64,
+    /// The last repair pass found nothing to repair.
+    pub consistent: bool,
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            "speaker_takeovers_total",
+            "VIPs this node started answering for.",
+            self.takeovers,
+        );
+        counter(
+            "speaker_lease_renewals_total",
+            "Successful node-lease renewals.",
+            self.renewals_ok,
+        );
+        counter(
+            "speaker_lease_renewal_failures_total",
+            "Failed node-lease renewals.",
+            self.renewals_failed,
+        );
+        counter(
+            "speaker_ownership_writes_total",
+            "VIP ownership records written.",
+            self.record_writes_ok,
+        );
+        counter(
+            "speaker_ownership_conflicts_total",
+            "VIP ownership writes lost to another writer (409).",
+            self.record_conflicts,
+        );
+        counter(
+            "speaker_ownership_write_failures_total",
+            "VIP ownership writes that failed or timed out.",
+            self.record_writes_failed,
+        );
+        counter(
+            "speaker_dataplane_repairs_total",
+            "Map entries that differed from the election's view.",
+            self.repairs,
+        );
+        let _ = writeln!(
+            s,
+            "# HELP speaker_vips_owned VIPs this node answers for.\n# TYPE speaker_vips_owned gauge\nspeaker_vips_owned {}",
+            self.vips_owned
+        );
+        if let Some(c) = &self.xdp {
+            let _ = writeln!(
+                s,
+                "# HELP speaker_xdp_frames_total Frames seen by the XDP program, by verdict reason.\n# TYPE speaker_xdp_frames_total counter"
+            );
+            for r in Reason::ALL {
+                let _ = writeln!(
+                    s,
+                    "speaker_xdp_frames_total{{reason=\"{}\"}} {}",
+                    r.name(),
+                    c.get(*r)
+                );
+            }
+        }
+        s
+    }
+}
+
+/// Serves the endpoints on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Mutex<Metrics>>) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let path = std::str::from_utf8(&buf[..n])
+                    .ok()
+                    .and_then(|r| r.split_whitespace().nth(1))
+                    .unwrap_or("")
+                    .to_string();
+                let (status, body) = match (path.as_str(), metrics.lock()) {
+                    ("/metrics", Ok(m)) => ("200 OK", m.render()),
+                    ("/healthz", _) => ("200 OK", "ok\n".into()),
+                    ("/readyz", Ok(m)) if m.consistent => ("200 OK", "ready\n".into()),
+                    ("/readyz", _) => {
+                        ("503 Service Unavailable", "data plane out of step\n".into())
+                    }
+                    _ => ("404 Not Found", "not found\n".into()),
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
