@@ -153,7 +153,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             Ok(()) = changed.changed() => {
                 if stores.ready() {
                     agent.plan = eligibility::plan(&stores.snapshot(), &cfg.settings);
-                    agent.report_issues();
+                    agent.report_issues().await;
                     events.extend(agent.eligibility());
                 }
             }
@@ -369,12 +369,64 @@ impl Agent {
         changed
     }
 
-    fn report_issues(&mut self) {
-        for issue in &self.plan.issues {
-            let text = issue.to_string();
-            if self.reported.insert(text.clone()) {
-                warn!(issue = %text, "configuration problem");
-            }
+    /// Logs each configuration problem once, and posts it as a Warning
+    /// Event on the object at fault, where `kubectl describe` shows it.
+    async fn report_issues(&mut self) {
+        let fresh: Vec<eligibility::Issue> = self
+            .plan
+            .issues
+            .iter()
+            .filter(|i| self.reported.insert(i.to_string()))
+            .cloned()
+            .collect();
+        for issue in fresh {
+            warn!(issue = %issue, "configuration problem");
+            let o = &issue.object;
+            let (api_version, ns) = match o.kind {
+                "IPAddressPool" | "L2Advertisement" => {
+                    ("metallb.io/v1beta1", Some(o.namespace.clone()))
+                }
+                "Node" => ("v1", None),
+                _ => ("v1", Some(o.namespace.clone())),
+            };
+            let reference = ObjectReference {
+                api_version: Some(api_version.into()),
+                kind: Some(o.kind.into()),
+                namespace: ns.filter(|n| !n.is_empty()),
+                name: Some(o.name.clone()),
+                ..Default::default()
+            };
+            let note = issue.message.clone();
+            self.publish(
+                EventType::Warning,
+                "ConfigurationProblem",
+                "Plan",
+                note,
+                &reference,
+            )
+            .await;
+        }
+    }
+
+    async fn publish(
+        &self,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        reference: &ObjectReference,
+    ) {
+        let ev = KubeEvent {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        match timeout(REQUEST_TIMEOUT, self.recorder.publish(&ev, reference)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(error = %e, "cannot post event"),
+            Err(_) => debug!("posting an event timed out"),
         }
     }
 
@@ -532,19 +584,15 @@ impl Agent {
                 name: Some(svc.name.clone()),
                 ..Default::default()
             };
-            let ev = KubeEvent {
-                type_: EventType::Normal,
-                reason: "nodeAssigned".into(),
-                note: Some(format!("announcing {vip} from node {node}")),
-                action: "Announce".into(),
-                secondary: None,
-            };
-            if let Err(e) = timeout(REQUEST_TIMEOUT, self.recorder.publish(&ev, &reference))
-                .await
-                .unwrap_or(Ok(()))
-            {
-                debug!(error = %e, "cannot post event");
-            }
+            let note = format!("announcing {vip} from node {node}");
+            self.publish(
+                EventType::Normal,
+                "nodeAssigned",
+                "Announce",
+                note,
+                &reference,
+            )
+            .await;
         }
     }
 

@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use speaker_tests::{
     agent::Agent,
-    apiserver::{ENDPOINT_SLICES, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS, LEASES, NODES, SERVICES},
+    apiserver::{
+        ENDPOINT_SLICES, EVENTS, EVENTS_V1, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS, LEASES, NODES,
+        SERVICES,
+    },
     lan::Lan,
     require_privileges, wait_for,
 };
@@ -231,4 +234,41 @@ fn eligibility_changes_move_ownership_never_to_an_ineligible_node() {
     });
     assert!(stayed.is_none(), "ownership left the only eligible node");
     let _ = j;
+}
+
+#[test]
+fn configuration_errors_become_events_and_harm_nothing_else() {
+    require_privileges();
+    let lan = Lan::new(3, &[VIP]).expect("testbed");
+    seed(&lan);
+    let c = &lan.cluster;
+    #[rustfmt::skip]
+    let broken = [
+        (&IP_ADDRESS_POOLS, json!({"metadata": {"name": "overlap"}, "spec": {"addresses": ["198.18.0.8/29"]}})),
+        (&L2_ADVERTISEMENTS, json!({"metadata": {"name": "typo"}, "spec": {"ipAddressPools": ["no-such-pool"]}})),
+        (&L2_ADVERTISEMENTS, json!({"metadata": {"name": "bad-selector"}, "spec": {"ipAddressPools": ["front"], "nodeSelectors": [{"matchExpressions": [{"key": "node-role", "operator": "Sometimes", "values": ["front"]}]}]}})),
+        (&L2_ADVERTISEMENTS, json!({"metadata": {"name": "no-pools"}, "spec": {"ipAddressPoolSelectors": [{"matchLabels": {"tier": "none"}}]}})),
+    ];
+    for (gvr, obj) in broken {
+        c.create(gvr, obj).expect("create");
+    }
+    let mut agents: Vec<Option<Agent>> = (0..3).map(|i| Some(start(&lan, i))).collect();
+    // The VIP is served as if the broken objects were not there.
+    settled(&lan, &agents, Duration::from_secs(10), |_| true);
+    // Each problem is an Event on the object at fault.
+    let named = |name: &str| {
+        let mut events = c.list(&EVENTS_V1).unwrap_or_default();
+        events.extend(c.list(&EVENTS).unwrap_or_default());
+        events.iter().any(|e| {
+            e["reason"] == "ConfigurationProblem"
+                && (e["regarding"]["name"] == name || e["involvedObject"]["name"] == name)
+        })
+    };
+    for name in ["overlap", "typo", "bad-selector", "no-pools"] {
+        let seen = wait_for(Duration::from_secs(3), || named(name));
+        assert!(seen.is_some(), "no ConfigurationProblem event for {name}");
+    }
+    for a in agents.iter_mut().flatten() {
+        assert!(a.running(), "an agent died:\n{}", a.log());
+    }
 }
