@@ -11,6 +11,7 @@ pub mod frames;
 pub mod lan;
 pub mod netns;
 pub mod programs;
+pub mod scenario;
 pub mod topology;
 
 /// Fails with a clear message when the tests cannot run here: they need

@@ -1,0 +1,243 @@
+//! The origin scenario on the LAN testbed: front nodes labelled
+//! `node-role: front`, a pool holding the VIPs, an L2Advertisement for the
+//! front nodes, one LoadBalancer Service per VIP (externalTrafficPolicy
+//! Local) with a ready endpoint on every front node and the VIP already in
+//! its status, and `speaker agent` on each front node. Ownership is read
+//! three ways: the record in the API, each node's BPF map, and the MAC that
+//! answers the client on the wire.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+
+use crate::{
+    agent::Agent,
+    apiserver::{ENDPOINT_SLICES, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS, LEASES, NODES, SERVICES},
+    lan::Lan,
+    wait_for,
+};
+
+pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
+
+pub struct Scenario {
+    // Agents go before the network they run in.
+    pub agents: Vec<Option<Agent>>,
+    pub lan: Lan,
+    pub vips: Vec<String>,
+}
+
+pub fn node(name: &str) -> Value {
+    json!({
+        "metadata": {"name": name, "labels": {"node-role": "front"}},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+    })
+}
+
+fn service_name(i: usize) -> String {
+    format!("nginx-{i}")
+}
+
+/// The EndpointSlice of Service `i`: one endpoint per front node.
+pub fn slice(i: usize, ready: &[bool]) -> Value {
+    let endpoints: Vec<Value> = ready
+        .iter()
+        .enumerate()
+        .map(|(n, r)| {
+            json!({"addresses": [format!("10.0.{i}.{}", n + 1)], "conditions": {"ready": r}, "nodeName": format!("front-{n}")})
+        })
+        .collect();
+    json!({
+        "metadata": {"name": format!("{}-1", service_name(i)), "labels": {"kubernetes.io/service-name": service_name(i)}},
+        "addressType": "IPv4",
+        "endpoints": endpoints
+    })
+}
+
+impl Scenario {
+    /// The testbed and the seed objects; no agent runs yet.
+    pub fn new(fronts: usize, vips: &[&str]) -> Result<Self> {
+        let lan = Lan::new(fronts, vips)?;
+        let c = &lan.cluster;
+        for f in &lan.fronts {
+            c.create(&NODES, node(&f.name))?;
+        }
+        let addresses: Vec<String> = vips
+            .iter()
+            .map(|v| {
+                if v.contains(':') {
+                    format!("{v}/128")
+                } else {
+                    format!("{v}/32")
+                }
+            })
+            .collect();
+        c.create(
+            &IP_ADDRESS_POOLS,
+            json!({"metadata": {"name": "front"}, "spec": {"addresses": addresses}}),
+        )?;
+        c.create(&L2_ADVERTISEMENTS, json!({"metadata": {"name": "front"}, "spec": {"ipAddressPools": ["front"], "nodeSelectors": [{"matchLabels": {"node-role": "front"}}]}}))?;
+        for (i, vip) in vips.iter().enumerate() {
+            c.create(&SERVICES, json!({
+                "metadata": {"name": service_name(i)},
+                "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": vip}]}}
+            }))?;
+            c.create(&ENDPOINT_SLICES, slice(i, &vec![true; fronts]))?;
+        }
+        let agents = (0..fronts).map(|_| None).collect();
+        Ok(Self {
+            agents,
+            lan,
+            vips: vips.iter().map(|v| v.to_string()).collect(),
+        })
+    }
+
+    /// Starts the agent of front node `i` (and waits until it attached).
+    pub fn start(&mut self, i: usize) -> Result<()> {
+        let f = &self.lan.fronts[i];
+        let kubeconfig = self.lan.cluster.kubeconfig(i).as_os_str().to_owned();
+        #[rustfmt::skip]
+        let args = ["agent", "--node-name", &f.name, "--namespace", self.lan.cluster.namespace(), "-i", "eth0", "--metrics-addr", "127.0.0.1:7472"];
+        let mut agent =
+            Agent::start_with_env(&f.ns, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])?;
+        agent.wait_ready(&f.ns, "eth0")?;
+        self.agents[i] = Some(agent);
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<()> {
+        (0..self.agents.len()).try_for_each(|i| self.start(i))
+    }
+
+    pub fn index(&self, name: &str) -> usize {
+        self.lan
+            .fronts
+            .iter()
+            .position(|f| f.name == name)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// The agent of node `name`, taken out (to stop or kill it).
+    pub fn take(&mut self, name: &str) -> Result<Agent> {
+        let i = self.index(name);
+        self.agents
+            .get_mut(i)
+            .and_then(Option::take)
+            .context("no agent runs there")
+    }
+
+    /// The VIP's owner according to its record in the API.
+    pub fn holder(&self, vip: &str) -> Option<String> {
+        let name = speaker::k8s::leases::vip_lease_name(vip.parse().ok()?);
+        let lease = self.lan.cluster.get(&LEASES, &name).ok()??;
+        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+    }
+
+    /// The nodes whose BPF map holds an unexpired entry for the VIP.
+    pub fn answering_by_map(&self, vip: &str) -> Vec<String> {
+        let now = speaker::dataplane::monotonic_now_ns();
+        let Ok(addr) = vip.parse::<std::net::IpAddr>() else {
+            return Vec::new();
+        };
+        let want: Vec<u64> = match addr {
+            std::net::IpAddr::V4(a) => a.octets().iter().map(|b| u64::from(*b)).collect(),
+            std::net::IpAddr::V6(a) => a.octets().iter().map(|b| u64::from(*b)).collect(),
+        };
+        self.lan
+            .fronts
+            .iter()
+            .zip(&self.agents)
+            .filter(|(_, a)| {
+                a.as_ref().is_some_and(|a| {
+                    let Ok(out) = std::process::Command::new("bpftool")
+                        .args(["-j", "map", "dump", "pinned"])
+                        .arg(a.bpffs.join("VIPS"))
+                        .output()
+                    else {
+                        return false;
+                    };
+                    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                    v.as_array().into_iter().flatten().any(|e| {
+                        let f = &e["formatted"];
+                        let key: Vec<u64> = f["key"]["addr"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_u64)
+                            .take(want.len())
+                            .collect();
+                        let exp = f["value"]["expires_ns"].as_u64().unwrap_or(0);
+                        key == want && (exp == 0 || exp > now)
+                    })
+                })
+            })
+            .map(|(f, _)| f.name.clone())
+            .collect()
+    }
+
+    /// The node whose MAC answers the client's ARP request for the VIP.
+    pub fn answering_on_wire(&self, vip: &str) -> Option<String> {
+        let out = self
+            .lan
+            .client
+            .command("arping")
+            .args(["-r", "-i", "eth0", "-c", "1", "-w", "1", vip])
+            .output()
+            .ok()?;
+        let mac = crate::netns::parse_mac(String::from_utf8_lossy(&out.stdout).trim()).ok()?;
+        self.lan
+            .front_by_mac(mac)
+            .map(|i| self.lan.fronts[i].name.clone())
+    }
+
+    /// Waits until exactly one node owns the VIP per the record, every map
+    /// and the wire, and it satisfies `ok`; returns it, or panics with the
+    /// three views and the agents' logs.
+    pub fn settled(&self, vip: &str, within: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let mut last = (None, Vec::new(), None);
+        let done = wait_for(within, || {
+            let h = self.holder(vip);
+            let maps = self.answering_by_map(vip);
+            let single = h.is_some() && maps.len() == 1;
+            let wire = if single {
+                self.answering_on_wire(vip)
+            } else {
+                None
+            };
+            let good = h.as_deref().is_some_and(&ok)
+                && maps == [h.clone().unwrap_or_default()]
+                && wire == h;
+            last = (h, maps, wire);
+            good
+        });
+        if done.is_none() {
+            let logs: Vec<String> = self.agents.iter().flatten().map(Agent::log).collect();
+            panic!(
+                "{vip} not settled within {within:?}: record {:?}, maps {:?}, wire {:?}\n{}",
+                last.0,
+                last.1,
+                last.2,
+                logs.join("\n-----\n")
+            );
+        }
+        last.0.unwrap_or_default()
+    }
+
+    /// Marks node `name`'s endpoint of every Service ready or not.
+    pub fn set_endpoint_ready(&self, name: &str, ready: bool) -> Result<()> {
+        let mut all = vec![true; self.lan.fronts.len()];
+        all[self.index(name)] = ready;
+        for i in 0..self.vips.len() {
+            self.lan.cluster.replace(&ENDPOINT_SLICES, slice(i, &all))?;
+        }
+        Ok(())
+    }
+
+    /// Labels node `name` excluded from external load balancers.
+    pub fn exclude(&self, name: &str) -> Result<()> {
+        let mut n = node(name);
+        n["metadata"]["labels"][EXCLUDE_LABEL] = json!("true");
+        self.lan.cluster.replace(&NODES, n).map(drop)
+    }
+}
