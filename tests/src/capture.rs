@@ -52,7 +52,13 @@ impl Capture {
     }
 
     /// Stops tcpdump and returns the frames it captured.
-    pub fn finish(mut self) -> Result<Vec<Vec<u8>>> {
+    pub fn finish(self) -> Result<Vec<Vec<u8>>> {
+        Ok(self.finish_timed()?.into_iter().map(|(_, f)| f).collect())
+    }
+
+    /// Stops tcpdump and returns the frames with their capture times
+    /// (nanoseconds since the Unix epoch, CLOCK_REALTIME).
+    pub fn finish_timed(mut self) -> Result<Vec<(u64, Vec<u8>)>> {
         // Give frames in flight a moment to be written, then stop politely
         // so the file is flushed.
         std::thread::sleep(Duration::from_millis(100));
@@ -72,15 +78,18 @@ impl Drop for Capture {
     }
 }
 
-/// The frames of a classic pcap file (either byte order, µs or ns stamps).
-pub fn parse_pcap(data: &[u8]) -> Result<Vec<Vec<u8>>> {
+/// The frames of a classic pcap file (either byte order, µs or ns stamps),
+/// with their timestamps in nanoseconds.
+pub fn parse_pcap(data: &[u8]) -> Result<Vec<(u64, Vec<u8>)>> {
     if data.len() < 24 {
         bail!("pcap file too short ({} bytes)", data.len());
     }
     let magic = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
-    let le = match magic {
-        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
-        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+    let (le, nanos) = match magic {
+        0xa1b2_c3d4 => (true, false),
+        0xa1b2_3c4d => (true, true),
+        0xd4c3_b2a1 => (false, false),
+        0x4d3c_b2a1 => (false, true),
         _ => bail!("not a pcap file"),
     };
     let u32_at = |i: usize| {
@@ -99,7 +108,9 @@ pub fn parse_pcap(data: &[u8]) -> Result<Vec<Vec<u8>>> {
         if start + caplen > data.len() {
             break; // a record cut short by the stop
         }
-        frames.push(data[start..start + caplen].to_vec());
+        let (sec, frac) = (u64::from(u32_at(at)), u64::from(u32_at(at + 4)));
+        let ts = sec * 1_000_000_000 + if nanos { frac } else { frac * 1000 };
+        frames.push((ts, data[start..start + caplen].to_vec()));
         at = start + caplen;
     }
     Ok(frames)

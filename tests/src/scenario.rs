@@ -185,7 +185,9 @@ impl Scenario {
             .args(["-r", "-i", "eth0", "-c", "1", "-w", "1", vip])
             .output()
             .ok()?;
-        let mac = crate::netns::parse_mac(String::from_utf8_lossy(&out.stdout).trim()).ok()?;
+        // The first reply: another prober on the client may add more.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mac = crate::netns::parse_mac(text.lines().next()?.trim()).ok()?;
         self.lan
             .front_by_mac(mac)
             .map(|i| self.lan.fronts[i].name.clone())

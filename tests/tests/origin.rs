@@ -1,0 +1,197 @@
+//! The origin scenario on real wires: three front nodes on one L2 segment
+//! with the agent, a client, one VIP. What users judge us by: exactly one
+//! node answers; on every kind of failure another takes over and the
+//! client's kernel follows without asking; never two answer at once.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use speaker_tests::{
+    capture::Capture, frames::Arp, require_privileges, scenario::Scenario, topology::ipv4, wait_for,
+};
+
+const VIP: &str = "198.18.0.10";
+
+fn running(vips: &[&str]) -> Scenario {
+    require_privileges();
+    let mut s = Scenario::new(3, vips).expect("testbed");
+    s.start_all().expect("agents");
+    s
+}
+
+/// Pings the VIP from the client's kernel; its neighbour entry's MAC.
+fn client_resolves(s: &Scenario) -> Option<[u8; 6]> {
+    let c = &s.lan.client;
+    let ok = c
+        .command("ping")
+        .args(["-c", "1", "-W", "2", VIP])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "the client cannot reach the VIP");
+    c.neighbour("eth0", VIP).ok().flatten().map(|(mac, _)| mac)
+}
+
+fn mac_of(s: &Scenario, name: &str) -> [u8; 6] {
+    s.lan.fronts[s.index(name)].mac
+}
+
+#[test]
+fn one_front_node_answers_and_the_client_kernel_learns_its_mac() {
+    let s = running(&[VIP]);
+    let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    assert_eq!(client_resolves(&s), Some(mac_of(&s, &owner)));
+}
+
+#[test]
+fn after_sigkill_the_gratuitous_arp_moves_the_client_without_it_asking() {
+    let mut s = running(&[VIP]);
+    let first = s.settled(VIP, Duration::from_secs(10), |_| true);
+    assert_eq!(
+        client_resolves(&s),
+        Some(mac_of(&s, &first)),
+        "entry REACHABLE on the first owner"
+    );
+
+    let cap = Capture::start(&s.lan.client, "eth0", "arp").expect("capture");
+    let a = s.take(&first).expect("agent");
+    a.signal(libc::SIGKILL);
+    let moved = wait_for(Duration::from_secs(6), || {
+        let mac = s
+            .lan
+            .client
+            .neighbour("eth0", VIP)
+            .ok()
+            .flatten()
+            .map(|(m, _)| m);
+        mac.is_some_and(|m| m != mac_of(&s, &first))
+    });
+    assert!(
+        moved.is_some(),
+        "the client's entry still names the dead node"
+    );
+    // Until then the client sent no request of its own for the VIP.
+    let asked = cap
+        .finish()
+        .expect("capture")
+        .iter()
+        .filter_map(|f| Arp::parse(f))
+        .any(|a| a.op == 1 && a.eth_src == s.lan.client_mac && a.tpa == ipv4(VIP));
+    assert!(
+        !asked,
+        "the client re-resolved instead of following the gratuitous ARP"
+    );
+    let entry = s.lan.client.neighbour("eth0", VIP).ok().flatten();
+    let second = s.settled(VIP, Duration::from_secs(3), |h| h != first);
+    assert_eq!(
+        entry.map(|(mac, _)| mac),
+        Some(mac_of(&s, &second)),
+        "the entry names the new owner"
+    );
+}
+
+#[test]
+fn carrier_loss_on_the_owner_moves_the_vip() {
+    let s = running(&[VIP]);
+    let first = s.settled(VIP, Duration::from_secs(10), |_| true);
+    // Unplug the owner: its bridge port goes down, its eth0 loses carrier.
+    s.lan
+        .lan
+        .ip(&["link", "set", &format!("p{}", s.index(&first)), "down"])
+        .expect("unplug");
+    s.settled(VIP, Duration::from_secs(2), |h| h != first);
+}
+
+#[test]
+fn a_node_cut_off_from_the_api_goes_silent_before_another_answers() {
+    let s = running(&[VIP]);
+    let first = s.settled(VIP, Duration::from_secs(10), |_| true);
+    // Everything the client's port sees, while the client asks every 20 ms.
+    let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
+    let mut prober = s
+        .lan
+        .client
+        .command("arping")
+        .args(["-q", "-i", "eth0", "-W", "0.02", "-c", "400", VIP])
+        .spawn()
+        .expect("arping");
+    std::thread::sleep(Duration::from_millis(500));
+    let cut_at = now_ns();
+    s.lan
+        .cluster
+        .node_listener(s.index(&first))
+        .expect("stand-in listener")
+        .close();
+    let second = s.settled(VIP, Duration::from_secs(6), |h| h != first);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = prober.kill();
+    let _ = prober.wait();
+
+    // Who answered, when: replies for the VIP, by sender MAC.
+    let replies: Vec<(u64, [u8; 6])> = cap
+        .finish_timed()
+        .expect("capture")
+        .into_iter()
+        .filter_map(|(t, f)| Arp::parse(&f).map(|a| (t, a)))
+        .filter(|(_, a)| a.op == 2 && a.spa == ipv4(VIP) && a.eth_dst == s.lan.client_mac)
+        .map(|(t, a)| (t, a.sha))
+        .collect();
+    let (old, new) = (mac_of(&s, &first), mac_of(&s, &second));
+    assert!(
+        replies.iter().all(|(_, m)| *m == old || *m == new),
+        "a third node answered"
+    );
+    let last_old = replies
+        .iter()
+        .filter(|(_, m)| *m == old)
+        .map(|(t, _)| *t)
+        .max()
+        .expect("answers before");
+    let first_new = replies
+        .iter()
+        .filter(|(_, m)| *m == new)
+        .map(|(t, _)| *t)
+        .min()
+        .expect("answers after");
+    assert!(
+        last_old < first_new,
+        "overlap: the old owner answered {} ms after the new one started",
+        (last_old - first_new) / 1_000_000
+    );
+    // The old owner stopped within its renew deadline (1.5 s) of the cut.
+    assert!(
+        last_old < cut_at + 1_600_000_000,
+        "the cut-off owner kept answering"
+    );
+}
+
+#[test]
+fn a_returning_node_does_not_take_the_vip_back() {
+    let mut s = running(&[VIP]);
+    let first = s.settled(VIP, Duration::from_secs(10), |_| true);
+    s.take(&first).expect("agent").signal(libc::SIGKILL);
+    let second = s.settled(VIP, Duration::from_secs(6), |h| h != first);
+    s.start(s.index(&first)).expect("restart");
+    let stolen = wait_for(Duration::from_secs(4), || {
+        s.holder(VIP).as_deref() != Some(second.as_str())
+    });
+    assert!(stolen.is_none(), "the returning node took the VIP back");
+    s.settled(VIP, Duration::from_secs(2), |h| h == second);
+}
+
+#[test]
+fn three_vips_spread_over_the_three_nodes_on_first_assignment() {
+    let vips = ["198.18.0.10", "198.18.0.11", "198.18.0.12"];
+    let s = running(&vips);
+    let mut owners: Vec<String> = vips
+        .iter()
+        .map(|v| s.settled(v, Duration::from_secs(10), |_| true))
+        .collect();
+    owners.sort();
+    owners.dedup();
+    assert_eq!(owners.len(), 3, "owners: {owners:?}");
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
