@@ -103,6 +103,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         },
         reported: BTreeSet::new(),
         carriers: BTreeMap::new(),
+        told: BTreeMap::new(),
         metrics: metrics.clone(),
         node: cfg.node.clone(),
         recorder: Recorder::new(
@@ -153,7 +154,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             Ok(()) = changed.changed() => {
                 if stores.ready() {
                     agent.plan = eligibility::plan(&stores.snapshot(), &cfg.settings);
-                    agent.report_issues().await;
+                    agent.report_issues();
                     events.extend(agent.eligibility());
                 }
             }
@@ -254,6 +255,8 @@ struct Agent {
     plan: Plan,
     reported: BTreeSet<String>,
     carriers: BTreeMap<u32, bool>,
+    /// The eligibility last given to the election, per VIP.
+    told: BTreeMap<IpAddr, (bool, Vec<String>)>,
     metrics: Arc<Mutex<Metrics>>,
     node: String,
     recorder: Recorder,
@@ -325,9 +328,12 @@ impl Agent {
     }
 
     /// Eligibility of every VIP in the plan (or owned) for this node.
+    /// Only what changed since last time: each event makes the election
+    /// look at every VIP, which adds up with a thousand of them.
     fn eligibility(&mut self) -> Vec<Event> {
         let mut vips: BTreeSet<IpAddr> = self.plan.vips.keys().copied().collect();
         vips.extend(self.owned.keys().copied());
+        vips.extend(self.told.keys().copied());
         let mut out = Vec::new();
         for vip in vips {
             let candidates: Vec<String> = self
@@ -342,10 +348,15 @@ impl Agent {
             let up = links
                 .iter()
                 .any(|l| *self.carriers.get(&l.iface.ifindex).unwrap_or(&true));
+            let now = (planned && up, candidates);
+            if self.told.get(&vip) == Some(&now) {
+                continue;
+            }
+            self.told.insert(vip, now.clone());
             out.push(Event::Eligibility {
                 vip,
-                eligible: planned && up,
-                candidates,
+                eligible: now.0,
+                candidates: now.1,
             });
         }
         out
@@ -371,7 +382,7 @@ impl Agent {
 
     /// Logs each configuration problem once, and posts it as a Warning
     /// Event on the object at fault, where `kubectl describe` shows it.
-    async fn report_issues(&mut self) {
+    fn report_issues(&mut self) {
         let fresh: Vec<eligibility::Issue> = self
             .plan
             .issues
@@ -403,12 +414,13 @@ impl Agent {
                 "Plan",
                 note,
                 &reference,
-            )
-            .await;
+            );
         }
     }
 
-    async fn publish(
+    /// Posts an Event from a task of its own: the loop never waits on the
+    /// API for it (a thousand takeovers would otherwise stall renewals).
+    fn publish(
         &self,
         type_: EventType,
         reason: &str,
@@ -423,11 +435,14 @@ impl Agent {
             action: action.into(),
             secondary: None,
         };
-        match timeout(REQUEST_TIMEOUT, self.recorder.publish(&ev, reference)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!(error = %e, "cannot post event"),
-            Err(_) => debug!("posting an event timed out"),
-        }
+        let (recorder, reference) = (self.recorder.clone(), reference.clone());
+        tokio::spawn(async move {
+            match timeout(REQUEST_TIMEOUT, recorder.publish(&ev, &reference)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(error = %e, "cannot post event"),
+                Err(_) => debug!("posting an event timed out"),
+            }
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -535,7 +550,7 @@ impl Agent {
                     },
                 );
                 self.count(|m| m.takeovers += 1);
-                self.post_event(vip, election.node()).await;
+                self.post_event(vip, election.node());
             }
             Action::Refresh { vip, expires } => {
                 if let Some(o) = self.owned.get(&vip) {
@@ -572,7 +587,7 @@ impl Agent {
 
     /// A Kubernetes Event on each Service of the VIP naming this node, as
     /// MetalLB does.
-    async fn post_event(&self, vip: IpAddr, node: &str) {
+    fn post_event(&self, vip: IpAddr, node: &str) {
         let Some(p) = self.plan.vips.get(&vip) else {
             return;
         };
@@ -591,8 +606,7 @@ impl Agent {
                 "Announce",
                 note,
                 &reference,
-            )
-            .await;
+            );
         }
     }
 

@@ -111,6 +111,23 @@ impl Netns {
             .collect())
     }
 
+    /// Runs `f` on a new thread inside this namespace, in the background.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<T>> {
+        let fd = self
+            .fd
+            .try_clone()
+            .context("cannot duplicate the namespace fd")?;
+        Ok(std::thread::spawn(move || {
+            // SAFETY: setns on this new thread only.
+            let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert!(rc == 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        }))
+    }
+
     /// The MAC address of `ifname` here.
     pub fn mac(&self, ifname: &str) -> Result<[u8; 6]> {
         let out = self.ip(&["-j", "link", "show", ifname])?;

@@ -57,7 +57,18 @@ pub fn slice(i: usize, ready: &[bool]) -> Value {
 impl Scenario {
     /// The testbed and the seed objects; no agent runs yet.
     pub fn new(fronts: usize, vips: &[&str]) -> Result<Self> {
-        let lan = Lan::new(fronts, vips)?;
+        Self::build(fronts, vips, true)
+    }
+
+    /// As [`Scenario::new`], without giving the front nodes' kernels the
+    /// VIPs (no traffic to them is needed): for measurements of the API
+    /// side with many VIPs.
+    pub fn api_only(fronts: usize, vips: &[&str]) -> Result<Self> {
+        Self::build(fronts, vips, false)
+    }
+
+    fn build(fronts: usize, vips: &[&str], accept: bool) -> Result<Self> {
+        let lan = Lan::new(fronts, if accept { vips } else { &[] })?;
         let c = &lan.cluster;
         for f in &lan.fronts {
             c.create(&NODES, node(&f.name))?;
@@ -125,6 +136,19 @@ impl Scenario {
             .get_mut(i)
             .and_then(Option::take)
             .context("no agent runs there")
+    }
+
+    /// How many VIPs each node holds, per the records in the API.
+    pub fn holdings(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for lease in self.lan.cluster.list(&LEASES).unwrap_or_default() {
+            let is_vip =
+                lease["metadata"]["annotations"][speaker::k8s::leases::VIP_ANNOTATION].is_string();
+            if let (true, Some(h)) = (is_vip, lease["spec"]["holderIdentity"].as_str()) {
+                *out.entry(h.to_string()).or_insert(0) += 1;
+            }
+        }
+        out
     }
 
     /// The VIP's owner according to its record in the API.

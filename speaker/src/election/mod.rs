@@ -122,6 +122,9 @@ pub struct Record {
     pub term: u64,
     /// resourceVersion, the precondition of the next write.
     pub rv: String,
+    /// Who released it, while nobody holds it: a node that hands a VIP over
+    /// is not asked to take it back.
+    pub released_by: Option<String>,
 }
 
 impl Record {
@@ -577,7 +580,9 @@ impl Election {
                 // cluster spreads its VIPs instead of the first node
                 // taking all.
                 let mut at = v.free_since.unwrap_or(now) + rank;
-                if rank > 0 {
+                // (Only for a VIP never owned: a released one goes to the
+                // first-ranked node that is there now, at once.)
+                if rank > 0 && v.record.is_none() {
                     at = at.max(self.started_at.unwrap_or(now) + ns(self.t.lease_duration));
                 }
                 Some((due(at), Step::Claim))
@@ -724,6 +729,7 @@ impl Election {
                 .iter()
                 .map(String::as_str)
                 .filter(|n| Some(*n) != holder || *n == self.me)
+                .filter(|n| v.record.as_ref().and_then(|r| r.released_by.as_deref()) != Some(*n))
                 .filter(|n| self.peer_live(n, now))
                 .collect();
             order.sort_by_key(|n| {

@@ -406,10 +406,12 @@ impl World {
                 };
                 let outcome = if allowed {
                     self.api.rv += 1;
+                    let released_by = holder.is_none().then(|| name.clone());
                     let record = Record {
                         holder,
                         term,
                         rv: self.api.rv.to_string(),
+                        released_by,
                     };
                     self.api.records.insert(vip, record.clone());
                     self.broadcast(Event::Record {

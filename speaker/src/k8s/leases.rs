@@ -20,6 +20,8 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "speaker")
 pub const NODE_LABEL: &str = "speaker.metal/node";
 /// On a VIP lease: the address.
 pub const VIP_ANNOTATION: &str = "speaker.metal/vip";
+/// On a released VIP lease: the node that released it.
+pub const RELEASED_BY_ANNOTATION: &str = "speaker.metal/released-by";
 /// Every API request gives up after this; an unknown outcome is a failure.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -51,7 +53,18 @@ pub fn record(lease: &Lease) -> Option<Record> {
     let term = spec
         .and_then(|s| s.lease_transitions)
         .map_or(0, |t| t.max(0) as u64);
-    Some(Record { holder, term, rv })
+    let released_by = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RELEASED_BY_ANNOTATION).cloned())
+        .filter(|_| holder.is_none());
+    Some(Record {
+        holder,
+        term,
+        rv,
+        released_by,
+    })
 }
 
 /// What a watched Lease of ours is.
@@ -175,10 +188,16 @@ impl Leases {
                     MANAGED_BY.0.to_string(),
                     MANAGED_BY.1.to_string(),
                 )])),
-                annotations: Some(BTreeMap::from([(
-                    VIP_ANNOTATION.to_string(),
-                    vip.to_string(),
-                )])),
+                annotations: Some(
+                    [(VIP_ANNOTATION.to_string(), vip.to_string())]
+                        .into_iter()
+                        .chain(
+                            holder
+                                .is_none()
+                                .then(|| (RELEASED_BY_ANNOTATION.to_string(), self.node.clone())),
+                        )
+                        .collect(),
+                ),
                 ..Default::default()
             },
             spec: Some(LeaseSpec {

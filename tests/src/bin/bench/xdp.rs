@@ -1,7 +1,6 @@
-//! `cargo xtask bench`: measures the XDP program per frame through
-//! BPF_PROG_TEST_RUN against baselines measured in the same run, measures
-//! native against generic attachment on a veth link, and writes
-//! BENCHMARKS.md.
+//! The XDP program per frame through BPF_PROG_TEST_RUN against baselines
+//! measured in the same run, and native against generic attachment on a
+//! veth link.
 //!
 //! Per-frame figures come from single runs (repeat = 1): with repeat > 1 the
 //! kernel runs the program again on the same buffer, and an answered request
@@ -10,7 +9,7 @@
 //! program is measured too. Paths that leave the frame unchanged are also
 //! timed precisely with repeat.
 
-use std::{fmt::Write as _, path::PathBuf};
+use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result, bail};
 use aya::programs::Xdp;
@@ -78,13 +77,8 @@ fn entry(expires_ns: u64) -> VipEntry {
     }
 }
 
-fn main() -> Result<()> {
-    let out_path = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .context("usage: bench <BENCHMARKS.md>")?;
-    speaker_tests::require_privileges();
-
+/// Measures and appends its sections to `md`.
+pub fn run(md: &mut String) -> Result<()> {
     let mut dp = Dataplane::load_object(SPEAKER_XDP, None)?;
     dp.set_vip(&VipKey::ipv4(IFINDEX, 0, VIP4), &entry(u64::MAX))?;
     dp.set_vip(&VipKey::ipv4(IFINDEX, 100, VIP4), &entry(u64::MAX))?;
@@ -174,18 +168,6 @@ fn main() -> Result<()> {
 
     let wire = wire_rtts()?;
 
-    let mut md = String::new();
-    writeln!(md, "# Benchmarks\n")?;
-    writeln!(
-        md,
-        "Written by `cargo xtask bench`; rerun it to reproduce. Every figure comes from the same run.\n"
-    )?;
-    writeln!(
-        md,
-        "Machine: {} CPUs, kernel {}.\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel()
-    )?;
     writeln!(md, "## XDP responder, per frame (BPF_PROG_TEST_RUN)\n")?;
     writeln!(
         md,
@@ -257,9 +239,6 @@ fn main() -> Result<()> {
             percentile(rtts, 0.9)
         )?;
     }
-    std::fs::write(&out_path, &md)
-        .with_context(|| format!("cannot write {}", out_path.display()))?;
-    print!("{md}");
     Ok(())
 }
 
@@ -313,10 +292,4 @@ fn wire_rtts() -> Result<Vec<(&'static str, Vec<f64>)>> {
         out.push((mode, rtts));
     }
     Ok(out)
-}
-
-fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
 }

@@ -1,0 +1,269 @@
+//! Failover figures on the origin scenario: from a fault on the owner to
+//! the first ARP reply from the new owner, and to the client's neighbour
+//! entry showing the new MAC (moved by the gratuitous ARP alone: the
+//! client's kernel never asks), over many trials per kind of fault.
+//!
+//! The first reply is timed with a prober that asks for the VIP every
+//! 10 ms from a made-up sender: its replies are flooded by the bridge and
+//! captured on the client's port, and the client's kernel ignores them.
+
+use std::{
+    fmt::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result, bail};
+use speaker_tests::{
+    agent::Agent, capture::Capture, frames::Arp, scenario::Scenario, topology::ipv4, wait_for,
+};
+
+use crate::quantile;
+
+const VIP: &str = "198.18.0.10";
+const TRIALS: usize = 20;
+const PROBE_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0xfe];
+const PROBE_IP: [u8; 4] = [198, 18, 0, 250];
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Sigterm,
+    EndpointUnready,
+    Sigkill,
+    ApiCutoff,
+    CarrierDown,
+}
+
+impl Fault {
+    fn label(self) -> &'static str {
+        match self {
+            Fault::Sigterm => "graceful handover (SIGTERM)",
+            Fault::EndpointUnready => "endpoint unready",
+            Fault::Sigkill => "agent crash (SIGKILL)",
+            Fault::ApiCutoff => "owner cut off from the API",
+            Fault::CarrierDown => "carrier down",
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+pub fn run(md: &mut String) -> Result<()> {
+    let mut rows = Vec::new();
+    for fault in [
+        Fault::Sigterm,
+        Fault::EndpointUnready,
+        Fault::Sigkill,
+        Fault::ApiCutoff,
+        Fault::CarrierDown,
+    ] {
+        eprintln!("bench: {} x{TRIALS}", fault.label());
+        rows.push((fault, trials(fault)?));
+    }
+    writeln!(md, "## Failover on the origin scenario\n")?;
+    writeln!(
+        md,
+        "Three front nodes and a client on one bridge (tests/src/lan.rs), one VIP, `speaker agent` at default settings (lease 2 s, renew every 0.5 s, deadline 1.5 s) against the API stand-in; {TRIALS} trials per fault, each on whichever node owns the VIP, the fault undone after each. *Reply*: fault to the first ARP reply from the new owner. *Client*: fault to the client's neighbour entry showing the new MAC, moved by the gratuitous ARP alone. In ms.\n"
+    )?;
+    writeln!(
+        md,
+        "| fault | reply p50 | reply p99 | reply max | client p50 | client p99 | client max |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|")?;
+    for (fault, (reply, client)) in &rows {
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            fault.label(),
+            quantile(reply, 0.5),
+            quantile(reply, 0.99),
+            quantile(reply, 1.0),
+            quantile(client, 0.5),
+            quantile(client, 0.99),
+            quantile(client, 1.0)
+        )?;
+    }
+    let p99 = |f: usize| quantile(&rows[f].1.0, 0.99).max(quantile(&rows[f].1.1, 0.99));
+    let handover = p99(0).max(p99(1));
+    let crash = p99(2).max(p99(3));
+    writeln!(
+        md,
+        "\nTargets at default settings: handover p99 < 500 ms: {handover:.0} ms, {}; crash and cut-off p99 < 2500 ms: {crash:.0} ms, {}.\n",
+        if handover < 500.0 { "met" } else { "not met" },
+        if crash < 2500.0 { "met" } else { "not met" }
+    )?;
+    writeln!(
+        md,
+        "The anchors, as documented by their projects (not measured here):\n"
+    )?;
+    writeln!(md, "| | failover after a node or speaker failure |")?;
+    writeln!(md, "|---|---|")?;
+    writeln!(
+        md,
+        "| MetalLB L2 | a few seconds, up to 10 s and more while memberlist detects the failure |"
+    )?;
+    writeln!(
+        md,
+        "| Cilium L2 announcements | 10-20 s at default lease settings |"
+    )?;
+    writeln!(
+        md,
+        "| kube-vip | about 15-17 s at today's default lease settings, plus up to 3 s before its first gratuitous ARP |"
+    )?;
+    writeln!(
+        md,
+        "| keepalived (VRRP) | about 3.5 s (3 advertisements of 1 s plus skew) |\n"
+    )?;
+    Ok(())
+}
+
+/// Asks for the VIP from a made-up sender every 10 ms until dropped.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(s: &Scenario) -> Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ifindex = s.lan.client.ifindex("eth0")?;
+        let mut req = Arp::request(PROBE_MAC, PROBE_IP, ipv4(VIP));
+        req.trailer = vec![0; 18];
+        let frame = req.bytes();
+        let flag = stop.clone();
+        let thread = s.lan.client.spawn(move || {
+            let Ok(sock) = speaker::announce::PacketSocket::open(ifindex) else {
+                return;
+            };
+            while !flag.load(Ordering::Relaxed) {
+                let _ = sock.send(&frame);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// (reply ms, client ms) per trial.
+fn trials(fault: Fault) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut s = Scenario::new(3, &[VIP])?;
+    s.start_all()?;
+    let mut owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let (mut replies, mut clients) = (Vec::new(), Vec::new());
+    for _ in 0..TRIALS {
+        let i = s.index(&owner);
+        let old_mac = s.lan.fronts[i].mac;
+        // The client talks to the VIP: its entry is REACHABLE on the owner.
+        s.lan
+            .client
+            .command("ping")
+            .args(["-c", "1", "-W", "2", VIP])
+            .output()?;
+        let cap = Capture::start(&s.lan.lan, "pc", "arp")?;
+        let prober = Prober::start(&s)?;
+        std::thread::sleep(Duration::from_millis(100));
+        let t0 = now_ns();
+        let taken = inflict(fault, &mut s, &owner)?;
+        let mut t_client = 0;
+        let moved = wait_for(Duration::from_secs(8), || {
+            let mac = s
+                .lan
+                .client
+                .neighbour("eth0", VIP)
+                .ok()
+                .flatten()
+                .map(|(m, _)| m);
+            t_client = now_ns();
+            mac.is_some_and(|m| m != old_mac)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        drop(prober);
+        let frames = cap.finish_timed()?;
+        if moved.is_none() {
+            bail!("{}: the client's entry did not move", fault.label());
+        }
+        let first_reply = frames
+            .iter()
+            .filter(|(t, _)| *t > t0)
+            .filter_map(|(t, f)| Arp::parse(f).map(|a| (*t, a)))
+            .find(|(_, a)| {
+                a.op == 2 && a.spa == ipv4(VIP) && a.sha != old_mac && a.eth_dst == PROBE_MAC
+            })
+            .map(|(t, _)| t)
+            .context("no reply from a new owner")?;
+        replies.push((first_reply - t0) as f64 / 1e6);
+        clients.push(t_client.saturating_sub(t0) as f64 / 1e6);
+        undo(fault, &mut s, i, taken)?;
+        let old = owner.clone();
+        owner = s.settled(VIP, Duration::from_secs(10), |h| h != old);
+        // Let the restored node renew and sync before the next fault.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    replies.sort_by(f64::total_cmp);
+    clients.sort_by(f64::total_cmp);
+    Ok((replies, clients))
+}
+
+fn inflict(fault: Fault, s: &mut Scenario, owner: &str) -> Result<Option<Agent>> {
+    let i = s.index(owner);
+    Ok(match fault {
+        Fault::Sigterm | Fault::Sigkill => {
+            let a = s.take(owner)?;
+            a.signal(if matches!(fault, Fault::Sigterm) {
+                libc::SIGTERM
+            } else {
+                libc::SIGKILL
+            });
+            Some(a)
+        }
+        Fault::EndpointUnready => {
+            s.set_endpoint_ready(owner, false)?;
+            None
+        }
+        Fault::ApiCutoff => {
+            s.lan.cluster.node_listener(i).context("stand-in")?.close();
+            None
+        }
+        Fault::CarrierDown => {
+            s.lan.lan.ip(&["link", "set", &format!("p{i}"), "down"])?;
+            None
+        }
+    })
+}
+
+fn undo(fault: Fault, s: &mut Scenario, i: usize, taken: Option<Agent>) -> Result<()> {
+    match fault {
+        Fault::Sigterm | Fault::Sigkill => {
+            drop(taken);
+            s.start(i)?;
+        }
+        Fault::EndpointUnready => s.set_endpoint_ready(&s.lan.fronts[i].name.clone(), true)?,
+        Fault::ApiCutoff => {
+            let listener = s.lan.cluster.node_listener(i).context("stand-in")?.clone();
+            s.lan.fronts[i].ns.enter(move || listener.reopen())??;
+        }
+        Fault::CarrierDown => {
+            s.lan.lan.ip(&["link", "set", &format!("p{i}"), "up"])?;
+        }
+    }
+    Ok(())
+}
