@@ -60,6 +60,9 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 /// How often interface carriers are checked.
 const CARRIER_INTERVAL: Duration = Duration::from_millis(100);
+/// Record writes in flight at most: a mass takeover must not crowd out the
+/// node-lease renewals every answer depends on.
+const MAX_RECORD_WRITES: usize = 16;
 
 /// Inputs of the agent's loop besides timers and signals.
 enum Input {
@@ -104,6 +107,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         reported: BTreeSet::new(),
         carriers: BTreeMap::new(),
         told: BTreeMap::new(),
+        writes: Arc::new(tokio::sync::Semaphore::new(MAX_RECORD_WRITES)),
         metrics: metrics.clone(),
         node: cfg.node.clone(),
         recorder: Recorder::new(
@@ -257,6 +261,7 @@ struct Agent {
     carriers: BTreeMap<u32, bool>,
     /// The eligibility last given to the election, per VIP.
     told: BTreeMap<IpAddr, (bool, Vec<String>)>,
+    writes: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Mutex<Metrics>>,
     node: String,
     recorder: Recorder,
@@ -494,7 +499,9 @@ impl Agent {
                 term,
             } => {
                 let (l, tx, metrics) = (leases.clone(), tx.clone(), self.metrics.clone());
+                let writes = self.writes.clone();
                 tokio::spawn(async move {
+                    let _permit = writes.acquire().await;
                     let outcome =
                         timeout(REQUEST_TIMEOUT, l.write_record(vip, expect, holder, term))
                             .await

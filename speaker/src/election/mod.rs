@@ -419,6 +419,8 @@ impl Election {
         out
     }
 
+    /// A fresh read of a holder's lease came back: every VIP waiting on it
+    /// (see the shared read in `reconcile_vip`) goes ahead or starts over.
     fn verified(
         &mut self,
         now: Mono,
@@ -427,8 +429,10 @@ impl Election {
         ok: bool,
         out: &mut Vec<Action>,
     ) {
-        let Some((vip, holder, expected, record_rv)) =
-            self.vips.iter().find_map(|(vip, v)| match &v.state {
+        let waiting: Vec<(IpAddr, String, Option<String>, String)> = self
+            .vips
+            .iter()
+            .filter_map(|(vip, v)| match &v.state {
                 VipState::Verifying {
                     req: r,
                     holder,
@@ -437,7 +441,8 @@ impl Election {
                 } if *r == req => Some((*vip, holder.clone(), rv.clone(), record_rv.clone())),
                 _ => None,
             })
-        else {
+            .collect();
+        let Some((_, holder, expected, _)) = waiting.first().cloned() else {
             return;
         };
         if ok && rv != expected {
@@ -452,26 +457,28 @@ impl Election {
         }
         // The watch may have shown a renewal since the read was served.
         let unchanged = self.peers.get(&holder).is_none_or(|s| s.rv == expected);
-        let write = self.req();
         let (me, stopping) = (self.me.clone(), self.shutting_down);
-        let Some(v) = self.vips.get_mut(&vip) else {
-            return;
-        };
-        v.state = VipState::Following;
-        let Some(r) = v.record.as_ref() else {
-            return;
-        };
-        // Only the record as it was when the wait began may be replaced.
-        if ok && rv == expected && unchanged && v.eligible && !stopping && r.rv == record_rv {
-            let term = r.term + 1;
-            out.push(Action::WriteRecord {
-                req: write,
-                vip,
-                expect: Some(record_rv),
-                holder: Some(me),
-                term,
-            });
-            v.state = VipState::Claiming { req: write, term };
+        for (vip, _, _, record_rv) in waiting {
+            let write = self.req();
+            let Some(v) = self.vips.get_mut(&vip) else {
+                continue;
+            };
+            v.state = VipState::Following;
+            let Some(r) = v.record.as_ref() else {
+                continue;
+            };
+            // Only the record as it was when the wait began may be replaced.
+            if ok && rv == expected && unchanged && v.eligible && !stopping && r.rv == record_rv {
+                let term = r.term + 1;
+                out.push(Action::WriteRecord {
+                    req: write,
+                    vip,
+                    expect: Some(record_rv),
+                    holder: Some(me.clone()),
+                    term,
+                });
+                v.state = VipState::Claiming { req: write, term };
+            }
         }
     }
 
@@ -664,11 +671,23 @@ impl Election {
                     }
                     Step::Verify(holder) => {
                         let rv = self.peers.get(&holder).and_then(|s| s.rv.clone());
+                        // One read serves every VIP waiting on this holder's
+                        // lease at this version: a dead node with a thousand
+                        // VIPs costs one GET, not a thousand.
+                        let shared = self.vips.values().find_map(|o| match &o.state {
+                            VipState::Verifying {
+                                req,
+                                holder: h,
+                                rv: r,
+                                ..
+                            } if *h == holder && *r == rv => Some(*req),
+                            _ => None,
+                        });
                         if let Some(v) = self.vips.get_mut(&vip)
                             && let Some(record_rv) = v.record.as_ref().map(|r| r.rv.clone())
                         {
                             v.state = VipState::Verifying {
-                                req,
+                                req: shared.unwrap_or(req),
                                 holder: holder.clone(),
                                 rv,
                                 record_rv,
@@ -679,7 +698,9 @@ impl Election {
                             rv: None,
                             since: now,
                         });
-                        out.push(Action::ReadNodeLease { req, node: holder });
+                        if shared.is_none() {
+                            out.push(Action::ReadNodeLease { req, node: holder });
+                        }
                     }
                 }
             }
