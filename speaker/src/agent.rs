@@ -29,7 +29,7 @@ use tokio::{
 use tracing::{debug, info, info_span, warn};
 
 use crate::{
-    announce::{Announcer, BurstSettings, PacketSocket, garp_reply, garp_request, unsolicited_na},
+    announce::{Announcer, BurstSettings, PacketSocket},
     dataplane::{AttachMode, Dataplane, error_chain, monotonic_now_ns},
     election::{Action, Election, Event, Mono, Timings, WriteOutcome},
     eligibility::{self, Plan, Settings},
@@ -226,26 +226,10 @@ fn mono_to_instant(at: Mono, now: Mono) -> Instant {
 }
 
 fn announce(attached: &HashMap<u32, PacketSocket>, vip: IpAddr, link: &Link) {
-    let Some(socket) = attached.get(&link.iface.ifindex) else {
-        return;
-    };
-    let (mac, vlan) = (link.iface.mac, link.vlan_id);
-    let frames = match vip {
-        IpAddr::V4(v4) => vec![garp_request(mac, v4, vlan), garp_reply(mac, v4, vlan)],
-        IpAddr::V6(v6) => vec![unsolicited_na(mac, v6, vlan)],
-    };
-    for f in frames {
-        if let Err(e) = socket.send(&f) {
-            warn!(%vip, %link, error = %e, "cannot send announcement");
-        }
-    }
-}
-
-fn key(vip: IpAddr, link: &Link) -> VipKey {
-    let (ifindex, vlan) = (link.iface.ifindex, link.vlan_id);
-    match vip {
-        IpAddr::V4(a) => VipKey::ipv4(ifindex, vlan, a.octets()),
-        IpAddr::V6(a) => VipKey::ipv6(ifindex, vlan, a.octets()),
+    if let Some(socket) = attached.get(&link.iface.ifindex)
+        && let Err(e) = crate::announce::send(socket, link, vip)
+    {
+        warn!(%vip, %link, error = %e, "cannot send announcement");
     }
 }
 
@@ -526,7 +510,7 @@ impl Agent {
                         continue;
                     }
                     if let Err(e) = dp.set_vip(
-                        &key(vip, link),
+                        &link.key(vip),
                         &VipEntry {
                             mac: link.iface.mac,
                             _pad: [0; 2],
@@ -567,7 +551,7 @@ impl Agent {
                             _pad: [0; 2],
                             expires_ns: expires,
                         };
-                        if let Err(e) = dp.set_vip(&key(vip, link), &entry) {
+                        if let Err(e) = dp.set_vip(&link.key(vip), &entry) {
                             warn!(%vip, %link, error = %error_chain(&e), "cannot refresh VIP");
                         }
                     }
@@ -585,7 +569,7 @@ impl Agent {
             return;
         };
         for link in &o.links {
-            if let Err(e) = dp.remove_vip(&key(vip, link)) {
+            if let Err(e) = dp.remove_vip(&link.key(vip)) {
                 warn!(%vip, %link, error = %error_chain(&e), "cannot remove VIP");
             }
             self.announcer.stop(&(vip, link.clone()));
@@ -629,7 +613,7 @@ impl Agent {
                 .unwrap_or_default()
             {
                 want.insert(
-                    key(vip, link),
+                    link.key(vip),
                     VipEntry {
                         mac: link.iface.mac,
                         _pad: [0; 2],

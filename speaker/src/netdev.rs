@@ -130,6 +130,18 @@ impl Link {
     }
 }
 
+impl Link {
+    /// The data plane's key for `vip` on this link.
+    pub fn key(&self, vip: std::net::IpAddr) -> speaker_common::maps::VipKey {
+        use speaker_common::maps::VipKey;
+        let (ifindex, vlan) = (self.iface.ifindex, self.vlan_id);
+        match vip {
+            std::net::IpAddr::V4(a) => VipKey::ipv4(ifindex, vlan, a.octets()),
+            std::net::IpAddr::V6(a) => VipKey::ipv6(ifindex, vlan, a.octets()),
+        }
+    }
+}
+
 impl std::fmt::Display for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.vlan_id {

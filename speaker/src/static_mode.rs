@@ -20,7 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, info, info_span, warn};
 
 use crate::{
-    announce::{Announcer, PacketSocket, garp_reply, garp_request, unsolicited_na},
+    announce::{Announcer, PacketSocket},
     config::StaticConfig,
     dataplane::{Dataplane, error_chain, monotonic_now_ns},
     netdev::{Link, Membership, fmt_mac},
@@ -36,13 +36,8 @@ struct Target {
 
 impl Target {
     fn new(vip: IpAddr, link: &Link, index: usize) -> Self {
-        let (ifindex, vlan) = (link.iface.ifindex, link.vlan_id);
-        let key = match vip {
-            IpAddr::V4(a) => VipKey::ipv4(ifindex, vlan, a.octets()),
-            IpAddr::V6(a) => VipKey::ipv6(ifindex, vlan, a.octets()),
-        };
         Self {
-            key,
+            key: link.key(vip),
             vip,
             link: index,
         }
@@ -181,17 +176,10 @@ fn refresh(
 
 fn announce(link: &Link, socket: &PacketSocket, t: &Target) {
     let _span = info_span!("vip", vip = %t.vip, link = %link).entered();
-    let (mac, vlan) = (link.iface.mac, link.vlan_id);
-    let frames = match t.vip {
-        IpAddr::V4(v4) => vec![garp_request(mac, v4, vlan), garp_reply(mac, v4, vlan)],
-        IpAddr::V6(v6) => vec![unsolicited_na(mac, v6, vlan)],
-    };
-    for frame in frames {
-        if let Err(e) = socket.send(&frame) {
-            warn!(error = %e, "cannot send announcement");
-        }
+    match crate::announce::send(socket, link, t.vip) {
+        Ok(()) => debug!("announced"),
+        Err(e) => warn!(error = %e, "cannot send announcement"),
     }
-    debug!("announced");
 }
 
 fn report_conflicts(

@@ -35,6 +35,9 @@ fn arping(client: &Netns, target: &str, count: u32) -> Vec<[u8; 6]> {
             "eth0",
             "-c",
             &count.to_string(),
+            // 200 ms apart, so every request fits well within the deadline.
+            "-W",
+            "0.2",
             "-w",
             "2",
             target,

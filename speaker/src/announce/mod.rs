@@ -11,6 +11,20 @@ use std::{
 pub use frames::{garp_reply, garp_request, unsolicited_na};
 pub use socket::PacketSocket;
 
+use crate::netdev::Link;
+
+/// One round of announcements for `vip` on `link`: a gratuitous ARP
+/// request and reply for IPv4, an unsolicited Neighbor Advertisement for
+/// IPv6 (tagged on a VLAN link).
+pub fn send(socket: &PacketSocket, link: &Link, vip: std::net::IpAddr) -> std::io::Result<()> {
+    let (mac, vlan) = (link.iface.mac, link.vlan_id);
+    let frames = match vip {
+        std::net::IpAddr::V4(v4) => vec![garp_request(mac, v4, vlan), garp_reply(mac, v4, vlan)],
+        std::net::IpAddr::V6(v6) => vec![unsolicited_na(mac, v6, vlan)],
+    };
+    frames.iter().try_for_each(|f| socket.send(f))
+}
+
 /// How many announcements to send and how far apart. The first goes out at
 /// once, so caches update within a round trip; the repeats cover frames lost
 /// while switches relearn the MAC after a link or ownership change.
