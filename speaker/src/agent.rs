@@ -251,18 +251,6 @@ struct Agent {
     recorder: Recorder,
 }
 
-impl PartialOrd for Link {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Link {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.iface.ifindex, self.vlan_id).cmp(&(other.iface.ifindex, other.vlan_id))
-    }
-}
-
 impl Agent {
     fn count(&self, f: impl FnOnce(&mut Metrics)) {
         if let Ok(mut m) = self.metrics.lock() {
@@ -622,29 +610,21 @@ impl Agent {
                 );
             }
         }
-        let have = match dp.vips() {
-            Ok(h) => h,
+        let have: BTreeMap<VipKey, VipEntry> = match dp.vips() {
+            Ok(h) => h.into_iter().collect(),
             Err(e) => {
                 warn!(error = %error_chain(&e), "cannot read the VIP map");
                 return;
             }
         };
         let mut drift = 0;
-        for (k, e) in &have {
-            if !want.contains_key(k) {
-                drift += 1;
-                let _ = dp.remove_vip(k);
-            } else if want.get(k) != Some(e) {
-                drift += 1;
-            }
+        for k in have.keys().filter(|k| !want.contains_key(k)) {
+            drift += 1;
+            let _ = dp.remove_vip(k);
         }
-        for (k, e) in &want {
-            if have.iter().all(|(hk, he)| hk != k || he != e) {
-                if !have.iter().any(|(hk, _)| hk == k) {
-                    drift += 1;
-                }
-                let _ = dp.set_vip(k, e);
-            }
+        for (k, e) in want.iter().filter(|(k, e)| have.get(k) != Some(e)) {
+            drift += 1;
+            let _ = dp.set_vip(k, e);
         }
         if drift > 0 {
             warn!(

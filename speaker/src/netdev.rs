@@ -101,7 +101,7 @@ impl Interface {
 /// of it (written `eth0:100`; Linux interface names cannot hold a colon).
 /// The XDP program runs on the interface either way; a VLAN's frames are
 /// recognised by their tag.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Link {
     pub iface: Interface,
     /// 0 for untagged.
@@ -139,6 +139,28 @@ impl Link {
             std::net::IpAddr::V4(a) => VipKey::ipv4(ifindex, vlan, a.octets()),
             std::net::IpAddr::V6(a) => VipKey::ipv6(ifindex, vlan, a.octets()),
         }
+    }
+}
+
+/// Links are ordered (and equal) by where their frames arrive: interface
+/// index, then VLAN.
+impl PartialEq for Link {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Link {}
+
+impl PartialOrd for Link {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Link {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.iface.ifindex, self.vlan_id).cmp(&(other.iface.ifindex, other.vlan_id))
     }
 }
 

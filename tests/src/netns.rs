@@ -160,23 +160,14 @@ impl Netns {
         Ok(v[0]["xdp"]["mode"].as_u64())
     }
 
-    /// The kernel's neighbour entry for `addr` on `ifname`: (MAC, state).
-    pub fn neighbour(&self, ifname: &str, addr: &str) -> Result<Option<([u8; 6], String)>> {
-        let out = self.ip(&["-j", "neigh", "show", addr, "dev", ifname])?;
-        let v: serde_json::Value = serde_json::from_str(if out.is_empty() { "[]" } else { &out })?;
-        let Some(entry) = v.as_array().and_then(|a| a.first()) else {
-            return Ok(None);
-        };
-        let Some(mac) = entry["lladdr"].as_str() else {
-            return Ok(None);
-        };
-        let state = entry["state"]
-            .as_array()
-            .and_then(|s| s.first())
-            .and_then(|s| s.as_str())
-            .unwrap_or("")
-            .to_string();
-        Ok(Some((parse_mac(mac)?, state)))
+    /// The link-layer address in the kernel's neighbour entry for `addr`
+    /// on `ifname`, if it has one.
+    pub fn neighbour_mac(&self, ifname: &str, addr: &str) -> Option<[u8; 6]> {
+        let out = self
+            .ip(&["-j", "neigh", "show", addr, "dev", ifname])
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        parse_mac(v.as_array()?.first()?["lladdr"].as_str()?).ok()
     }
 }
 

@@ -27,7 +27,7 @@ fn client_resolves(s: &Scenario) -> Option<[u8; 6]> {
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(ok, "the client cannot reach the VIP");
-    c.neighbour("eth0", VIP).ok().flatten().map(|(mac, _)| mac)
+    c.neighbour_mac("eth0", VIP)
 }
 
 fn mac_of(s: &Scenario, name: &str) -> [u8; 6] {
@@ -55,13 +55,7 @@ fn after_sigkill_the_gratuitous_arp_moves_the_client_without_it_asking() {
     let a = s.take(&first).expect("agent");
     a.signal(libc::SIGKILL);
     let moved = wait_for(Duration::from_secs(6), || {
-        let mac = s
-            .lan
-            .client
-            .neighbour("eth0", VIP)
-            .ok()
-            .flatten()
-            .map(|(m, _)| m);
+        let mac = s.lan.client.neighbour_mac("eth0", VIP);
         mac.is_some_and(|m| m != mac_of(&s, &first))
     });
     assert!(
@@ -79,10 +73,10 @@ fn after_sigkill_the_gratuitous_arp_moves_the_client_without_it_asking() {
         !asked,
         "the client re-resolved instead of following the gratuitous ARP"
     );
-    let entry = s.lan.client.neighbour("eth0", VIP).ok().flatten();
+    let entry = s.lan.client.neighbour_mac("eth0", VIP);
     let second = s.settled(VIP, Duration::from_secs(3), |h| h != first);
     assert_eq!(
-        entry.map(|(mac, _)| mac),
+        entry,
         Some(mac_of(&s, &second)),
         "the entry names the new owner"
     );

@@ -71,10 +71,9 @@ fn client_kernel_and_arping_resolve_the_vip_exactly() {
         "client cannot reach the VIP:\n{}",
         agent.log()
     );
-    let (mac, _) = pair
+    let mac = pair
         .client
-        .neighbour("eth0", VIP)
-        .expect("ip neigh")
+        .neighbour_mac("eth0", VIP)
         .expect("client has a neighbour entry for the VIP");
     assert_eq!(
         mac, pair.node_mac,
@@ -136,11 +135,7 @@ fn stale_client_entry_follows_gratuitous_arp_within_a_second() {
     let cap = Capture::start(&pair.client, "eth0", "arp").expect("capture");
     let agent = start(&pair, &[]);
     let took = wait_for(Duration::from_secs(1), || {
-        pair.client
-            .neighbour("eth0", VIP)
-            .ok()
-            .flatten()
-            .is_some_and(|(mac, _)| mac == pair.node_mac)
+        pair.client.neighbour_mac("eth0", VIP) == Some(pair.node_mac)
     });
     assert!(
         took.is_some(),

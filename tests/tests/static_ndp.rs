@@ -93,10 +93,9 @@ fn client_resolves_the_ipv6_vip_and_reaches_a_listener_on_it() {
         .expect("connect to the VIP");
     assert_eq!(got, "hello from the VIP");
     server.join().expect("server thread").expect("serve");
-    let (mac, _) = pair
+    let mac = pair
         .client
-        .neighbour("eth0", VIP6)
-        .expect("ip neigh")
+        .neighbour_mac("eth0", VIP6)
         .expect("client has a neighbour entry for the VIP");
     assert_eq!(mac, pair.node_mac);
 }
@@ -114,11 +113,7 @@ fn unsolicited_advertisement_updates_a_stale_entry_and_is_exact() {
     let cap = Capture::start(&pair.client, "eth0", "icmp6").expect("capture");
     let agent = start(&pair);
     let took = wait_for(Duration::from_secs(1), || {
-        pair.client
-            .neighbour("eth0", VIP6)
-            .ok()
-            .flatten()
-            .is_some_and(|(mac, _)| mac == pair.node_mac)
+        pair.client.neighbour_mac("eth0", VIP6) == Some(pair.node_mac)
     });
     assert!(
         took.is_some(),

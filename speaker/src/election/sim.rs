@@ -260,18 +260,6 @@ impl World {
     }
 
     fn run_node(&mut self, i: usize, event: Event) {
-        if std::env::var("SIM_TRACE").is_ok()
-            && self.now > 9 * SEC
-            && self.now < 14 * SEC
-            && !matches!(event, Event::Tick)
-        {
-            eprintln!(
-                "{:>6} ms {} <- {:?}",
-                self.now / MS,
-                self.nodes[i].name,
-                event
-            );
-        }
         let n = &mut self.nodes[i];
         let local = n.local(self.now);
         let Some(e) = n.election.as_mut() else { return };
@@ -290,15 +278,6 @@ impl World {
     }
 
     fn act(&mut self, i: usize, local: Mono, a: Action) {
-        if std::env::var("SIM_TRACE").is_ok() && self.now > 9 * SEC && self.now < 14 * SEC {
-            eprintln!(
-                "{:>6} ms {} [local {}] {:?}",
-                self.now / MS,
-                self.nodes[i].name,
-                local / MS,
-                a
-            );
-        }
         let req = match a {
             Action::Install { vip, expires } | Action::Refresh { vip, expires } => {
                 self.nodes[i].map.insert(vip, expires);
@@ -442,16 +421,7 @@ impl World {
     fn inject_fault(&mut self) {
         let i = self.rng.below(self.nodes.len() as u64) as usize;
         let d = self.rng.range(200, 5000) * MS;
-        let kind = self.rng.below(7);
-        if std::env::var("SIM_TRACE").is_ok() {
-            eprintln!(
-                "{:>6} ms FAULT {kind} on {} for {} ms",
-                self.now / MS,
-                self.nodes[i].name,
-                d / MS
-            );
-        }
-        match kind {
+        match self.rng.below(7) {
             0 => {
                 // Crash: the process dies and the kernel detaches its program.
                 let n = &mut self.nodes[i];
@@ -605,25 +575,6 @@ impl World {
 
     /// Liveness: every VIP answered by exactly one node, which owns it.
     fn check_liveness(&self, seed: u64) {
-        if std::env::var("SIM_TRACE").is_ok() {
-            eprintln!("api: {:?}", self.api.records);
-            for n in &self.nodes {
-                let e = n.election.as_ref();
-                eprintln!(
-                    "{} up={} map={:?} states={:?}",
-                    n.name,
-                    e.is_some(),
-                    n.map,
-                    self.vips
-                        .iter()
-                        .map(|v| e.and_then(|e| e.state(v).cloned()))
-                        .collect::<Vec<_>>()
-                );
-                if let Some(e) = e {
-                    eprintln!("   {:?}", e);
-                }
-            }
-        }
         for vip in &self.vips {
             let owners: Vec<&str> = self
                 .nodes

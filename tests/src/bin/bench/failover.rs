@@ -185,13 +185,7 @@ fn trials(fault: Fault) -> Result<(Vec<f64>, Vec<f64>)> {
         let taken = inflict(fault, &mut s, &owner)?;
         let mut t_client = 0;
         let moved = wait_for(Duration::from_secs(8), || {
-            let mac = s
-                .lan
-                .client
-                .neighbour("eth0", VIP)
-                .ok()
-                .flatten()
-                .map(|(m, _)| m);
+            let mac = s.lan.client.neighbour_mac("eth0", VIP);
             t_client = now_ns();
             mac.is_some_and(|m| m != old_mac)
         });
