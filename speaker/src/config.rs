@@ -9,6 +9,8 @@ use thiserror::Error;
 use crate::{
     announce::BurstSettings,
     dataplane::AttachMode,
+    election::Timings,
+    eligibility::Settings,
     netdev::{Link, NetdevError},
 };
 
@@ -107,9 +109,24 @@ pub struct AgentArgs {
     pub common: CommonArgs,
 }
 
+/// `speaker agent`, checked.
+#[derive(Debug)]
+pub struct AgentConfig {
+    pub node: String,
+    pub namespace: String,
+    /// Where VIPs are announced when an L2Advertisement names no interfaces.
+    pub default_links: Vec<Link>,
+    pub settings: Settings,
+    pub timings: Timings,
+    pub burst: BurstSettings,
+    pub bpffs: PathBuf,
+    pub xdp_mode: AttachMode,
+    pub metrics_addr: std::net::SocketAddr,
+}
+
 impl AgentArgs {
-    pub fn into_config(self) -> Result<crate::agent::AgentConfig, ConfigError> {
-        let timings = crate::election::Timings {
+    pub fn into_config(self) -> Result<AgentConfig, ConfigError> {
+        let timings = Timings {
             lease_duration: self.lease_duration,
             renew_interval: self.renew_interval,
             renew_deadline: self.renew_deadline,
@@ -118,14 +135,16 @@ impl AgentArgs {
         timings
             .validate()
             .map_err(|e| ConfigError::Timing(e.to_string()))?;
-        for spec in &self.interfaces {
-            Link::lookup(spec)?;
-        }
-        Ok(crate::agent::AgentConfig {
+        let default_links = self
+            .interfaces
+            .iter()
+            .map(|spec| Link::lookup(spec))
+            .collect::<Result<_, _>>()?;
+        Ok(AgentConfig {
             node: self.node_name,
             namespace: self.namespace,
-            default_links: self.interfaces,
-            settings: crate::eligibility::Settings {
+            default_links,
+            settings: Settings {
                 load_balancer_class: self.load_balancer_class,
                 announce_classless: self.announce_classless,
             },

@@ -30,6 +30,13 @@ pub struct Metrics {
     pub consistent: bool,
 }
 
+/// Changes the shared figures (a poisoned lock only loses the update).
+pub fn update(metrics: &Mutex<Metrics>, f: impl FnOnce(&mut Metrics)) {
+    if let Ok(mut m) = metrics.lock() {
+        f(&mut m);
+    }
+}
+
 impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::new();

@@ -1,6 +1,7 @@
 //! The kernel side as the agent sees it: loading the XDP object, attaching
 //! it, pinning its maps, and reading and writing them.
 
+mod diff;
 pub mod model;
 mod objects;
 
@@ -15,6 +16,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
+pub use diff::MapDiff;
 pub use objects::{SPEAKER_XDP, TESTBED};
 use speaker_common::maps::{
     CONFLICTS_MAP, COUNTERS_MAP, Conflict, Counters, FILTER_MAP, FILTER_WORDS, PINNED_MAPS,
@@ -235,15 +237,15 @@ impl Dataplane {
         self.filter.remove(key)
     }
 
-    pub fn vip(&self, key: &VipKey) -> Result<Option<VipEntry>, DataplaneError> {
-        match self.vips.get(key, 0) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(source) => Err(DataplaneError::Map {
-                map: VIPS_MAP,
-                source,
-            }),
+    /// Applies a repair: removals first, then the entries to set.
+    pub fn apply(&mut self, diff: &MapDiff) -> Result<(), DataplaneError> {
+        for key in &diff.remove {
+            self.remove_vip(key)?;
         }
+        for (key, entry) in &diff.set {
+            self.set_vip(key, entry)?;
+        }
+        Ok(())
     }
 
     /// Every entry in the VIP map.

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::k8s::metallb::{IPAddressPool, L2Advertisement};
+use crate::metallb::{IPAddressPool, L2Advertisement};
 use addresses::AddrRange;
 use selectors::Selection;
 

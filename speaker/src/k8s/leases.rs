@@ -3,7 +3,12 @@
 //! (holder = owning node, leaseTransitions = term), written only on
 //! handover and always with a resourceVersion precondition.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -89,12 +94,14 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
-/// Reads and writes the election's Leases.
+/// Reads and writes the election's Leases. Clones share the node lease
+/// last written, which the next renewal starts from.
 #[derive(Clone)]
 pub struct Leases {
     api: Api<Lease>,
     node: String,
     lease_seconds: i32,
+    own: Arc<Mutex<Option<Lease>>>,
 }
 
 impl Leases {
@@ -103,12 +110,22 @@ impl Leases {
             api: Api::namespaced(client, namespace),
             node: node.to_string(),
             lease_seconds: lease_duration.as_secs_f64().ceil().max(1.0) as i32,
+            own: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Renews this node's lease from `current` (the last one written, if
-    /// any), creating it when missing; returns the new one.
-    pub async fn renew(&self, current: Option<Lease>) -> kube::Result<Lease> {
+    /// Renews this node's lease from the one last written (read or created
+    /// when there is none yet), and keeps the result for the next renewal.
+    pub async fn renew(&self) -> kube::Result<()> {
+        let current = self.own.lock().ok().and_then(|l| l.clone());
+        let written = self.write_own(current).await?;
+        if let Ok(mut own) = self.own.lock() {
+            *own = Some(written);
+        }
+        Ok(())
+    }
+
+    async fn write_own(&self, current: Option<Lease>) -> kube::Result<Lease> {
         let name = node_lease_name(&self.node);
         let mut lease = match current {
             Some(l) => l,

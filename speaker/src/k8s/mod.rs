@@ -1,7 +1,7 @@
-//! Talking to the Kubernetes API: the objects the agent reads (MetalLB's
-//! types, which k8s-openapi does not provide), the Leases it reads and
-//! writes for the election, and the watches.
+//! Talking to the Kubernetes API: the Leases the agent reads and writes for
+//! the election, the watches, and the Events it posts. The resource types
+//! MetalLB defines live apart, in `metallb`.
 
+pub mod events;
 pub mod leases;
-pub mod metallb;
 pub mod watch;

@@ -23,11 +23,12 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch as tokio_watch};
 use tracing::warn;
 
-use super::{
-    leases::{self, Kind, MANAGED_BY},
+use super::leases::{self, Kind, MANAGED_BY};
+use crate::{
+    election::Event,
+    eligibility::Snapshot,
     metallb::{IPAddressPool, L2Advertisement},
 };
-use crate::{election::Event, eligibility::Snapshot};
 
 /// The stores behind the plan; `changed` ticks whenever any of them does.
 pub struct ClusterStores {

@@ -1,0 +1,229 @@
+//! `speaker agent`: the Kubernetes mode. Watches the cluster, computes which
+//! VIPs this node may announce (eligibility, see `local`), runs the election
+//! with its peers, and has the [`Answerer`] carry out what the election
+//! decides.
+//!
+//! One task owns the election and the answerer; API requests run as tasks
+//! whose results come back as election events (`requests`), each bounded by
+//! a timeout, so an unreachable API server only makes requests fail.
+
+mod local;
+mod requests;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+use tracing::{info, warn};
+
+use crate::{
+    answer::Answerer,
+    config::AgentConfig,
+    dataplane::{Dataplane, error_chain, monotonic_now_ns},
+    election::{Action, Election, Event, Mono},
+    eligibility,
+    k8s::{
+        events::{Events, Reported},
+        leases::Leases,
+        watch::{self, ClusterStores},
+    },
+    metrics::{self, Metrics},
+};
+use local::Local;
+use requests::Requests;
+
+/// How long a stopping agent waits for its releases to be written.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How often the map is compared with what the election says we own.
+const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
+/// How often interface carriers are checked.
+const CARRIER_INTERVAL: Duration = Duration::from_millis(100);
+
+pub async fn run(cfg: AgentConfig) -> Result<()> {
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    cfg.timings.validate().context("unsafe election timings")?;
+    let client = kube::Client::try_default().await.context(
+        "cannot configure a Kubernetes client (KUBECONFIG, or in-cluster service account)",
+    )?;
+    let metrics = Arc::new(Mutex::new(Metrics::default()));
+    metrics::serve(cfg.metrics_addr, metrics.clone()).await?;
+
+    let dp = Dataplane::load(&cfg.bpffs)?;
+    let mut answer = Answerer::new(dp, cfg.xdp_mode, cfg.burst);
+    for link in &cfg.default_links {
+        answer.attach(&link.iface)?;
+    }
+    let stores = ClusterStores::start(&client);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    watch::leases(&client, &cfg.namespace, tx.clone());
+    let leases = Leases::new(
+        client.clone(),
+        &cfg.namespace,
+        &cfg.node,
+        cfg.timings.lease_duration,
+    );
+    let mut agent = Agent {
+        election: Election::new(&cfg.node, cfg.timings),
+        answer,
+        local: Local::new(&cfg.node, cfg.default_links.clone()),
+        requests: Requests::new(leases, tx, metrics.clone()),
+        events: Events::new(client, &cfg.node),
+        reported: Reported::default(),
+        metrics,
+    };
+    let mut changed = stores.changed.clone();
+    let mut repair = tokio::time::interval(REPAIR_INTERVAL);
+    let mut carrier = tokio::time::interval(CARRIER_INTERVAL);
+    let mut stop_by: Option<Instant> = None;
+    info!(node = %cfg.node, namespace = %cfg.namespace, "agent started");
+
+    loop {
+        let now = monotonic_now_ns();
+        let wake = mono_to_instant(agent.election.next_wakeup(now), now)
+            .min(agent.answer.next_announcement().unwrap_or(far()));
+        let mut events = Vec::new();
+        tokio::select! {
+            Some(ev) = rx.recv() => events.push(ev),
+            Ok(()) = changed.changed() => {
+                if stores.ready() {
+                    events.extend(agent.replan(eligibility::plan(&stores.snapshot(), &cfg.settings)));
+                }
+            }
+            _ = carrier.tick() => {
+                if agent.local.carriers_changed() {
+                    events.extend(agent.eligibility());
+                }
+            }
+            _ = repair.tick() => agent.repair(),
+            _ = sigterm.recv(), if stop_by.is_none() => {
+                info!("SIGTERM: handing VIPs over");
+                stop_by = Some(Instant::now() + STOP_GRACE);
+                events.push(Event::Shutdown);
+            }
+            _ = sigint.recv(), if stop_by.is_none() => {
+                info!("SIGINT: handing VIPs over");
+                stop_by = Some(Instant::now() + STOP_GRACE);
+                events.push(Event::Shutdown);
+            }
+            _ = tokio::time::sleep_until(wake.into()) => events.push(Event::Tick),
+        }
+        for ev in events {
+            agent.handle(ev);
+        }
+        agent.answer.send_due(Instant::now());
+        if let Some(by) = stop_by
+            && (agent.election.stopped() || Instant::now() >= by)
+        {
+            break;
+        }
+    }
+    agent.answer.shutdown();
+    info!("stopped: VIPs handed over, XDP detached, pins removed");
+    Ok(())
+}
+
+fn far() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
+fn mono_to_instant(at: Mono, now: Mono) -> Instant {
+    Instant::now() + Duration::from_nanos(at.saturating_sub(now).min(3600 * 1_000_000_000))
+}
+
+struct Agent {
+    election: Election,
+    answer: Answerer,
+    local: Local,
+    requests: Requests,
+    events: Events,
+    reported: Reported,
+    metrics: Arc<Mutex<Metrics>>,
+}
+
+impl Agent {
+    /// Feeds one event to the election and carries out what it decides.
+    fn handle(&mut self, ev: Event) {
+        for action in self.election.handle(monotonic_now_ns(), ev) {
+            self.act(action);
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::RenewNodeLease => self.requests.renew(),
+            Action::ReadNodeLease { req, node } => self.requests.read_node(req, node),
+            Action::WriteRecord {
+                req,
+                vip,
+                expect,
+                holder,
+                term,
+            } => self.requests.write_record(req, vip, expect, holder, term),
+            Action::Install { vip, expires } => {
+                let links = self.local.links(vip);
+                if let Err(e) = self.answer.install(vip, &links, expires) {
+                    warn!(%vip, error = %format!("{e:#}"), "answering on fewer links than planned");
+                }
+                metrics::update(&self.metrics, |m| m.takeovers += 1);
+                let node = self.election.node().to_string();
+                self.events
+                    .node_assigned(self.local.services(vip), vip, &node);
+            }
+            Action::Refresh { vip, expires } => {
+                if let Err(e) = self.answer.refresh(vip, expires) {
+                    warn!(%vip, error = %format!("{e:#}"), "cannot refresh");
+                }
+            }
+            Action::Remove { vip } => {
+                info!(%vip, "no longer answering");
+                self.answer.remove(vip);
+            }
+        }
+    }
+
+    /// A new plan: its problems reported, eligibility updated.
+    fn replan(&mut self, plan: eligibility::Plan) -> Vec<Event> {
+        self.events.problems(&plan.issues, &mut self.reported);
+        self.local.set_plan(plan);
+        self.eligibility()
+    }
+
+    fn eligibility(&mut self) -> Vec<Event> {
+        let owned: Vec<_> = self.election.owned().map(|(vip, _)| vip).collect();
+        self.local.eligibility(owned)
+    }
+
+    /// Makes the map hold exactly what the election says we answer for,
+    /// counting any difference, and exports the data plane's counters.
+    fn repair(&mut self) {
+        let (drift, consistent) = match self.answer.repair(self.election.owned()) {
+            Ok(0) => (0, true),
+            Ok(n) => {
+                warn!(
+                    entries = n,
+                    "the VIP map differed from the election's view; repaired"
+                );
+                (n as u64, false)
+            }
+            Err(e) => {
+                warn!(error = %error_chain(&e), "cannot repair the VIP map");
+                (0, false)
+            }
+        };
+        let counters = self.answer.counters().ok();
+        let owned = self.answer.answered().count() as u64;
+        metrics::update(&self.metrics, |m| {
+            m.repairs += drift;
+            m.consistent = consistent;
+            m.xdp = counters;
+            m.vips_owned = owned;
+        });
+    }
+}

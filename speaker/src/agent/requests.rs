@@ -1,0 +1,117 @@
+//! The election's API requests, each carried out in a task of its own and
+//! bounded by the request timeout; the result comes back to the agent's
+//! loop as an ordinary election [`Event`]. An unreachable API server only
+//! makes requests fail.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::{
+    sync::{Semaphore, mpsc},
+    time::timeout,
+};
+use tracing::debug;
+
+use crate::{
+    dataplane::monotonic_now_ns,
+    election::{Event, Mono, WriteOutcome},
+    k8s::leases::{Leases, REQUEST_TIMEOUT},
+    metrics::{self, Metrics},
+};
+
+/// Record writes in flight at most: a mass takeover must not crowd out the
+/// node-lease renewals every answer depends on.
+const MAX_RECORD_WRITES: usize = 16;
+
+pub struct Requests {
+    leases: Leases,
+    events: mpsc::UnboundedSender<Event>,
+    writes: Arc<Semaphore>,
+    metrics: Arc<Mutex<Metrics>>,
+}
+
+impl Requests {
+    pub fn new(
+        leases: Leases,
+        events: mpsc::UnboundedSender<Event>,
+        metrics: Arc<Mutex<Metrics>>,
+    ) -> Self {
+        Self {
+            leases,
+            events,
+            writes: Arc::new(Semaphore::new(MAX_RECORD_WRITES)),
+            metrics,
+        }
+    }
+
+    /// Renews the node lease; answers [`Event::RenewDone`] with the send time.
+    pub fn renew(&self) {
+        let sent_at: Mono = monotonic_now_ns();
+        let (leases, events, metrics) = self.handles();
+        tokio::spawn(async move {
+            let ok = match timeout(REQUEST_TIMEOUT, leases.renew()).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "lease renewal failed");
+                    false
+                }
+                Err(_) => {
+                    debug!("lease renewal timed out");
+                    false
+                }
+            };
+            metrics::update(&metrics, |m| match ok {
+                true => m.renewals_ok += 1,
+                false => m.renewals_failed += 1,
+            });
+            let _ = events.send(Event::RenewDone { sent_at, ok });
+        });
+    }
+
+    /// Reads `node`'s lease afresh; answers [`Event::NodeLeaseRead`].
+    pub fn read_node(&self, req: u64, node: String) {
+        let (leases, events, _) = self.handles();
+        tokio::spawn(async move {
+            let (rv, ok) = match timeout(REQUEST_TIMEOUT, leases.read_node(&node)).await {
+                Ok(Ok(rv)) => (rv, true),
+                _ => (None, false),
+            };
+            let _ = events.send(Event::NodeLeaseRead { req, rv, ok });
+        });
+    }
+
+    /// Writes a VIP's record; answers [`Event::WriteDone`].
+    pub fn write_record(
+        &self,
+        req: u64,
+        vip: std::net::IpAddr,
+        expect: Option<String>,
+        holder: Option<String>,
+        term: u64,
+    ) {
+        let (leases, events, metrics) = self.handles();
+        let writes = self.writes.clone();
+        tokio::spawn(async move {
+            let _permit = writes.acquire().await;
+            let outcome = timeout(
+                REQUEST_TIMEOUT,
+                leases.write_record(vip, expect, holder, term),
+            )
+            .await
+            .unwrap_or(WriteOutcome::Failed);
+            metrics::update(&metrics, |m| match outcome {
+                WriteOutcome::Written(_) => m.record_writes_ok += 1,
+                WriteOutcome::Conflict => m.record_conflicts += 1,
+                WriteOutcome::Failed => m.record_writes_failed += 1,
+            });
+            let _ = events.send(Event::WriteDone { req, outcome });
+        });
+    }
+
+    fn handles(&self) -> (Leases, mpsc::UnboundedSender<Event>, Arc<Mutex<Metrics>>) {
+        (
+            self.leases.clone(),
+            self.events.clone(),
+            self.metrics.clone(),
+        )
+    }
+}

@@ -1,0 +1,112 @@
+//! Kubernetes Events the agent posts: which node announces a Service
+//! (`nodeAssigned`, as MetalLB does) and configuration problems (Warnings on
+//! the object at fault, where `kubectl describe` shows them).
+//!
+//! Each Event is posted from a task of its own, bounded by the request
+//! timeout: the agent's loop never waits on the API for one (a thousand
+//! takeovers would otherwise stall the renewals every answer depends on).
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use tokio::time::timeout;
+use tracing::{debug, warn};
+
+use super::leases::REQUEST_TIMEOUT;
+use crate::eligibility::{Issue, ObjectRef};
+
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+/// Configuration problems already reported, so each is posted once.
+#[derive(Default)]
+pub struct Reported(BTreeSet<Issue>);
+
+impl Events {
+    pub fn new(client: Client, node: &str) -> Self {
+        Self {
+            recorder: Recorder::new(
+                client,
+                Reporter {
+                    controller: "speaker".into(),
+                    instance: Some(node.to_string()),
+                },
+            ),
+        }
+    }
+
+    /// `nodeAssigned` on each Service of `vip`, naming this node.
+    pub fn node_assigned(&self, services: &[ObjectRef], vip: IpAddr, node: &str) {
+        for svc in services {
+            self.post(
+                EventType::Normal,
+                "nodeAssigned",
+                "Announce",
+                format!("announcing {vip} from node {node}"),
+                reference(svc),
+            );
+        }
+    }
+
+    /// Logs each new configuration problem and posts it as a Warning on
+    /// the object at fault; problems seen before are not posted again.
+    pub fn problems(&self, issues: &[Issue], reported: &mut Reported) {
+        for issue in issues.iter().filter(|i| reported.0.insert((*i).clone())) {
+            warn!(issue = %issue, "configuration problem");
+            self.post(
+                EventType::Warning,
+                "ConfigurationProblem",
+                "Plan",
+                issue.message.clone(),
+                reference(&issue.object),
+            );
+        }
+    }
+
+    fn post(
+        &self,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        reference: ObjectReference,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            match timeout(REQUEST_TIMEOUT, recorder.publish(&ev, &reference)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(error = %e, "cannot post event"),
+                Err(_) => debug!("posting an event timed out"),
+            }
+        });
+    }
+}
+
+/// The API reference of an object the plan names.
+fn reference(o: &ObjectRef) -> ObjectReference {
+    let (api_version, namespaced) = match o.kind {
+        "IPAddressPool" | "L2Advertisement" => ("metallb.io/v1beta1", true),
+        "Node" => ("v1", false),
+        _ => ("v1", true),
+    };
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(o.kind.into()),
+        namespace: Some(o.namespace.clone()).filter(|n| namespaced && !n.is_empty()),
+        name: Some(o.name.clone()),
+        ..Default::default()
+    }
+}
