@@ -48,36 +48,7 @@ const CARRIER_INTERVAL: Duration = Duration::from_millis(100);
 pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    cfg.timings.validate().context("unsafe election timings")?;
-    let client = kube::Client::try_default().await.context(
-        "cannot configure a Kubernetes client (KUBECONFIG, or in-cluster service account)",
-    )?;
-    let metrics = Arc::new(Mutex::new(Metrics::default()));
-    metrics::serve(cfg.metrics_addr, metrics.clone()).await?;
-
-    let dp = Dataplane::load(&cfg.bpffs)?;
-    let mut answer = Answerer::new(dp, cfg.xdp_mode, cfg.burst);
-    for link in &cfg.default_links {
-        answer.attach(&link.iface)?;
-    }
-    let stores = ClusterStores::start(&client);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    watch::leases(&client, &cfg.namespace, tx.clone());
-    let leases = Leases::new(
-        client.clone(),
-        &cfg.namespace,
-        &cfg.node,
-        cfg.timings.lease_duration,
-    );
-    let mut agent = Agent {
-        election: Election::new(&cfg.node, cfg.timings),
-        answer,
-        local: Local::new(&cfg.node, cfg.default_links.clone()),
-        requests: Requests::new(leases, tx, metrics.clone()),
-        events: Events::new(client, &cfg.node),
-        reported: Reported::default(),
-        metrics,
-    };
+    let (mut agent, stores, mut rx) = start(&cfg).await?;
     let mut changed = stores.changed.clone();
     let mut repair = tokio::time::interval(REPAIR_INTERVAL);
     let mut carrier = tokio::time::interval(CARRIER_INTERVAL);
@@ -127,6 +98,44 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     agent.answer.shutdown();
     info!("stopped: VIPs handed over, XDP detached, pins removed");
     Ok(())
+}
+
+/// Loads and attaches the data plane, starts the watches, and puts the
+/// agent together.
+async fn start(
+    cfg: &AgentConfig,
+) -> Result<(Agent, ClusterStores, mpsc::UnboundedReceiver<Event>)> {
+    cfg.timings.validate().context("unsafe election timings")?;
+    let client = kube::Client::try_default().await.context(
+        "cannot configure a Kubernetes client (KUBECONFIG, or in-cluster service account)",
+    )?;
+    let metrics = Arc::new(Mutex::new(Metrics::default()));
+    metrics::serve(cfg.metrics_addr, metrics.clone()).await?;
+
+    let dp = Dataplane::load(&cfg.bpffs)?;
+    let mut answer = Answerer::new(dp, cfg.xdp_mode, cfg.burst);
+    for link in &cfg.default_links {
+        answer.attach(&link.iface)?;
+    }
+    let stores = ClusterStores::start(&client);
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    watch::leases(&client, &cfg.namespace, tx.clone());
+    let leases = Leases::new(
+        client.clone(),
+        &cfg.namespace,
+        &cfg.node,
+        cfg.timings.lease_duration,
+    );
+    let agent = Agent {
+        election: Election::new(&cfg.node, cfg.timings),
+        answer,
+        local: Local::new(&cfg.node, cfg.default_links.clone()),
+        requests: Requests::new(leases, tx, metrics.clone()),
+        events: Events::new(client, &cfg.node),
+        reported: Reported::default(),
+        metrics,
+    };
+    Ok((agent, stores, rx))
 }
 
 fn far() -> Instant {

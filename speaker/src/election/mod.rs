@@ -669,43 +669,46 @@ impl Election {
                         });
                         v.state = VipState::Claiming { req, term };
                     }
-                    Step::Verify(holder) => {
-                        let rv = self.peers.get(&holder).and_then(|s| s.rv.clone());
-                        // One read serves every VIP waiting on this holder's
-                        // lease at this version: a dead node with a thousand
-                        // VIPs costs one GET, not a thousand.
-                        let shared = self.vips.values().find_map(|o| match &o.state {
-                            VipState::Verifying {
-                                req,
-                                holder: h,
-                                rv: r,
-                                ..
-                            } if *h == holder && *r == rv => Some(*req),
-                            _ => None,
-                        });
-                        if let Some(v) = self.vips.get_mut(&vip)
-                            && let Some(record_rv) = v.record.as_ref().map(|r| r.rv.clone())
-                        {
-                            v.state = VipState::Verifying {
-                                req: shared.unwrap_or(req),
-                                holder: holder.clone(),
-                                rv,
-                                record_rv,
-                            };
-                        }
-                        // Timed from now if we never saw this node's lease.
-                        self.peers.entry(holder.clone()).or_insert(Seen {
-                            rv: None,
-                            since: now,
-                        });
-                        if shared.is_none() {
-                            out.push(Action::ReadNodeLease { req, node: holder });
-                        }
-                    }
+                    Step::Verify(holder) => self.verify(now, vip, holder, req, out),
                 }
             }
             VipState::Verifying { .. } | VipState::Claiming { .. } | VipState::Releasing { .. } => {
             }
+        }
+    }
+
+    /// Starts the fresh read of `holder`'s lease before taking `vip` over.
+    fn verify(&mut self, now: Mono, vip: IpAddr, holder: String, req: u64, out: &mut Vec<Action>) {
+        let rv = self.peers.get(&holder).and_then(|s| s.rv.clone());
+        // One read serves every VIP waiting on this holder's
+        // lease at this version: a dead node with a thousand
+        // VIPs costs one GET, not a thousand.
+        let shared = self.vips.values().find_map(|o| match &o.state {
+            VipState::Verifying {
+                req,
+                holder: h,
+                rv: r,
+                ..
+            } if *h == holder && *r == rv => Some(*req),
+            _ => None,
+        });
+        if let Some(v) = self.vips.get_mut(&vip)
+            && let Some(record_rv) = v.record.as_ref().map(|r| r.rv.clone())
+        {
+            v.state = VipState::Verifying {
+                req: shared.unwrap_or(req),
+                holder: holder.clone(),
+                rv,
+                record_rv,
+            };
+        }
+        // Timed from now if we never saw this node's lease.
+        self.peers.entry(holder.clone()).or_insert(Seen {
+            rv: None,
+            since: now,
+        });
+        if shared.is_none() {
+            out.push(Action::ReadNodeLease { req, node: holder });
         }
     }
 
