@@ -131,6 +131,7 @@ impl AgentArgs {
             renew_interval: self.renew_interval,
             renew_deadline: self.renew_deadline,
             stagger: self.stagger,
+            ..Timings::default()
         };
         timings
             .validate()

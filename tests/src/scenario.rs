@@ -158,6 +158,17 @@ impl Scenario {
         lease["spec"]["holderIdentity"].as_str().map(str::to_string)
     }
 
+    /// The VIP's ownership record as it stands: (holder, term, resourceVersion).
+    pub fn record(&self, vip: &str) -> Option<(Option<String>, i64, String)> {
+        let name = speaker::k8s::leases::vip_lease_name(vip.parse().ok()?);
+        let lease = self.lan.cluster.get(&LEASES, &name).ok()??;
+        Some((
+            lease["spec"]["holderIdentity"].as_str().map(str::to_string),
+            lease["spec"]["leaseTransitions"].as_i64().unwrap_or(0),
+            lease["metadata"]["resourceVersion"].as_str()?.to_string(),
+        ))
+    }
+
     /// The nodes whose BPF map holds an unexpired entry for the VIP.
     pub fn answering_by_map(&self, vip: &str) -> Vec<String> {
         let now = speaker::dataplane::monotonic_now_ns();

@@ -6,7 +6,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use speaker_tests::{
-    capture::Capture, frames::Arp, require_privileges, scenario::Scenario, topology::ipv4, wait_for,
+    apiserver::Match, capture::Capture, frames::Arp, require_privileges, scenario::Scenario,
+    topology::ipv4, wait_for,
 };
 
 const VIP: &str = "198.18.0.10";
@@ -100,13 +101,7 @@ fn a_node_cut_off_from_the_api_goes_silent_before_another_answers() {
     let first = s.settled(VIP, Duration::from_secs(10), |_| true);
     // Everything the client's port sees, while the client asks every 20 ms.
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
-    let mut prober = s
-        .lan
-        .client
-        .command("arping")
-        .args(["-q", "-i", "eth0", "-W", "0.02", "-c", "400", VIP])
-        .spawn()
-        .expect("arping");
+    let mut prober = probe(&s, 400);
     std::thread::sleep(Duration::from_millis(500));
     let cut_at = now_ns();
     s.lan
@@ -119,15 +114,7 @@ fn a_node_cut_off_from_the_api_goes_silent_before_another_answers() {
     let _ = prober.kill();
     let _ = prober.wait();
 
-    // Who answered, when: replies for the VIP, by sender MAC.
-    let replies: Vec<(u64, [u8; 6])> = cap
-        .finish_timed()
-        .expect("capture")
-        .into_iter()
-        .filter_map(|(t, f)| Arp::parse(&f).map(|a| (t, a)))
-        .filter(|(_, a)| a.op == 2 && a.spa == ipv4(VIP) && a.eth_dst == s.lan.client_mac)
-        .map(|(t, a)| (t, a.sha))
-        .collect();
+    let replies = vip_replies(&s, cap);
     let (old, new) = (mac_of(&s, &first), mac_of(&s, &second));
     assert!(
         replies.iter().all(|(_, m)| *m == old || *m == new),
@@ -182,6 +169,74 @@ fn three_vips_spread_over_the_three_nodes_on_first_assignment() {
     owners.sort();
     owners.dedup();
     assert_eq!(owners.len(), 3, "owners: {owners:?}");
+}
+
+#[test]
+fn one_node_lease_renewal_delayed_1_2_s_costs_nothing_on_the_wire() {
+    let s = running(&[VIP]);
+    let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let record = s.record(VIP);
+    let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
+    let mut prober = probe(&s, 150);
+    std::thread::sleep(Duration::from_millis(500));
+    let lease = speaker::k8s::leases::node_lease_name(&owner);
+    s.lan.cluster.require_stand_in().delay_next(
+        Match::path(&format!("/leases/{lease}")).method("PUT"),
+        1,
+        Duration::from_millis(1200),
+    );
+    let _ = prober.wait();
+    let replies = vip_replies(&s, cap);
+
+    let mac = mac_of(&s, &owner);
+    assert!(
+        replies.iter().all(|(_, m)| *m == mac),
+        "another node answered"
+    );
+    let gap = replies
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .expect("replies");
+    // Probes go out every 20 ms; a lapse costs at least a record write and
+    // a reply or more.
+    assert!(
+        gap < 100_000_000,
+        "a {} ms gap in the answers",
+        gap / 1_000_000
+    );
+    assert_eq!(s.record(VIP), record, "the ownership record was written");
+}
+
+/// Probes the VIP from the client with arping, every 20 ms, `count` times.
+fn probe(s: &Scenario, count: u32) -> std::process::Child {
+    s.lan
+        .client
+        .command("arping")
+        .args([
+            "-q",
+            "-i",
+            "eth0",
+            "-W",
+            "0.02",
+            "-c",
+            &count.to_string(),
+            VIP,
+        ])
+        .spawn()
+        .expect("arping")
+}
+
+/// Who answered, when: replies for the VIP to the client in a capture, by
+/// sender MAC.
+fn vip_replies(s: &Scenario, cap: Capture) -> Vec<(u64, [u8; 6])> {
+    cap.finish_timed()
+        .expect("capture")
+        .into_iter()
+        .filter_map(|(t, f)| Arp::parse(&f).map(|a| (t, a)))
+        .filter(|(_, a)| a.op == 2 && a.spa == ipv4(VIP) && a.eth_dst == s.lan.client_mac)
+        .map(|(t, a)| (t, a.sha))
+        .collect()
 }
 
 fn now_ns() -> u64 {

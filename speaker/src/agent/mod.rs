@@ -130,7 +130,7 @@ async fn start(
         election: Election::new(&cfg.node, cfg.timings),
         answer,
         local: Local::new(&cfg.node, cfg.default_links.clone()),
-        requests: Requests::new(leases, tx, metrics.clone()),
+        requests: Requests::new(leases, tx, metrics.clone(), cfg.timings.request_timeout),
         events: Events::new(client, &cfg.node),
         reported: Reported::default(),
         metrics,

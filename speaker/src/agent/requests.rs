@@ -3,7 +3,10 @@
 //! loop as an ordinary election [`Event`]. An unreachable API server only
 //! makes requests fail.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::{
     sync::{Semaphore, mpsc},
@@ -14,7 +17,7 @@ use tracing::debug;
 use crate::{
     dataplane::monotonic_now_ns,
     election::{Event, Mono, WriteOutcome},
-    k8s::leases::{Leases, REQUEST_TIMEOUT},
+    k8s::leases::Leases,
     metrics::{self, Metrics},
 };
 
@@ -27,6 +30,8 @@ pub struct Requests {
     events: mpsc::UnboundedSender<Event>,
     writes: Arc<Semaphore>,
     metrics: Arc<Mutex<Metrics>>,
+    /// Past this a request counts as failed (it may still apply).
+    timeout: Duration,
 }
 
 impl Requests {
@@ -34,21 +39,23 @@ impl Requests {
         leases: Leases,
         events: mpsc::UnboundedSender<Event>,
         metrics: Arc<Mutex<Metrics>>,
+        timeout: Duration,
     ) -> Self {
         Self {
             leases,
             events,
             writes: Arc::new(Semaphore::new(MAX_RECORD_WRITES)),
             metrics,
+            timeout,
         }
     }
 
     /// Renews the node lease; answers [`Event::RenewDone`] with the send time.
     pub fn renew(&self) {
         let sent_at: Mono = monotonic_now_ns();
-        let (leases, events, metrics) = self.handles();
+        let (leases, events, metrics, limit) = self.handles();
         tokio::spawn(async move {
-            let ok = match timeout(REQUEST_TIMEOUT, leases.renew()).await {
+            let ok = match timeout(limit, leases.renew()).await {
                 Ok(Ok(())) => true,
                 Ok(Err(e)) => {
                     debug!(error = %e, "lease renewal failed");
@@ -69,9 +76,9 @@ impl Requests {
 
     /// Reads `node`'s lease afresh; answers [`Event::NodeLeaseRead`].
     pub fn read_node(&self, req: u64, node: String) {
-        let (leases, events, _) = self.handles();
+        let (leases, events, _, limit) = self.handles();
         tokio::spawn(async move {
-            let (rv, ok) = match timeout(REQUEST_TIMEOUT, leases.read_node(&node)).await {
+            let (rv, ok) = match timeout(limit, leases.read_node(&node)).await {
                 Ok(Ok(rv)) => (rv, true),
                 _ => (None, false),
             };
@@ -88,16 +95,13 @@ impl Requests {
         holder: Option<String>,
         term: u64,
     ) {
-        let (leases, events, metrics) = self.handles();
+        let (leases, events, metrics, limit) = self.handles();
         let writes = self.writes.clone();
         tokio::spawn(async move {
             let _permit = writes.acquire().await;
-            let outcome = timeout(
-                REQUEST_TIMEOUT,
-                leases.write_record(vip, expect, holder, term),
-            )
-            .await
-            .unwrap_or(WriteOutcome::Failed);
+            let outcome = timeout(limit, leases.write_record(vip, expect, holder, term))
+                .await
+                .unwrap_or(WriteOutcome::Failed);
             metrics::update(&metrics, |m| match outcome {
                 WriteOutcome::Written(_) => m.record_writes_ok += 1,
                 WriteOutcome::Conflict => m.record_conflicts += 1,
@@ -107,11 +111,19 @@ impl Requests {
         });
     }
 
-    fn handles(&self) -> (Leases, mpsc::UnboundedSender<Event>, Arc<Mutex<Metrics>>) {
+    fn handles(
+        &self,
+    ) -> (
+        Leases,
+        mpsc::UnboundedSender<Event>,
+        Arc<Mutex<Metrics>>,
+        Duration,
+    ) {
         (
             self.leases.clone(),
             self.events.clone(),
             self.metrics.clone(),
+            self.timeout,
         )
     }
 }

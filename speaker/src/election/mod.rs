@@ -53,6 +53,9 @@ pub struct Timings {
     /// Extra wait per rank before contending, so the preferred node goes
     /// first and VIPs spread.
     pub stagger: Duration,
+    /// How long an API request may take before the agent counts it failed
+    /// (it may still apply at the server).
+    pub request_timeout: Duration,
 }
 
 impl Default for Timings {
@@ -62,6 +65,7 @@ impl Default for Timings {
             renew_interval: Duration::from_millis(500),
             renew_deadline: Duration::from_millis(1500),
             stagger: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -83,6 +87,13 @@ pub enum TimingError {
         deadline: Duration,
         interval: Duration,
     },
+    #[error(
+        "renew deadline ({deadline:?}) must exceed the request timeout ({timeout:?}), or a renewal answered late extends nothing"
+    )]
+    DeadlineBelowTimeout {
+        deadline: Duration,
+        timeout: Duration,
+    },
     #[error("renew interval must be above zero")]
     ZeroInterval,
 }
@@ -90,7 +101,11 @@ pub enum TimingError {
 impl Timings {
     /// Refuses timings that cannot be safe. Safety needs lease duration >
     /// renew deadline, with a margin for clock-rate drift between nodes and
-    /// scheduling; the renew interval matters only for liveness.
+    /// scheduling; the renew interval and the request timeout matter only
+    /// for liveness: renewals go out every interval whether or not the last
+    /// one answered, and each success extends the entries to its own send
+    /// time + deadline, so one slow or lost renewal costs nothing as long as
+    /// the next one answers in time.
     pub fn validate(&self) -> Result<(), TimingError> {
         if self.renew_interval.is_zero() {
             return Err(TimingError::ZeroInterval);
@@ -107,6 +122,12 @@ impl Timings {
             return Err(TimingError::DeadlineTooShort {
                 deadline: self.renew_deadline,
                 interval: self.renew_interval,
+            });
+        }
+        if self.renew_deadline <= self.request_timeout {
+            return Err(TimingError::DeadlineBelowTimeout {
+                deadline: self.renew_deadline,
+                timeout: self.request_timeout,
             });
         }
         Ok(())
@@ -264,7 +285,6 @@ pub struct Election {
     me: String,
     t: Timings,
     next_renew_at: Mono,
-    renew_in_flight: bool,
     /// Send time of our latest successful renewal.
     renewed_sent_at: Option<Mono>,
     /// Send time of our first successful renewal.
@@ -282,7 +302,6 @@ impl Election {
             me: me.into(),
             t,
             next_renew_at: 0,
-            renew_in_flight: false,
             renewed_sent_at: None,
             started_at: None,
             peers: HashMap::new(),
@@ -354,7 +373,6 @@ impl Election {
         match event {
             Event::Tick => {}
             Event::RenewDone { sent_at, ok } => {
-                self.renew_in_flight = false;
                 if ok {
                     self.started_at.get_or_insert(sent_at);
                     self.renewed_sent_at =
@@ -410,8 +428,9 @@ impl Election {
             }
             Event::Shutdown => self.shutting_down = true,
         }
-        if !self.renew_in_flight && now >= self.next_renew_at && !self.shutting_down {
-            self.renew_in_flight = true;
+        // Renewals go out on time, never held back by one still in flight:
+        // a slow answer must not delay the next renewal (see validate).
+        if now >= self.next_renew_at && !self.shutting_down {
             self.next_renew_at = now + ns(self.t.renew_interval);
             out.push(Action::RenewNodeLease);
         }
@@ -779,7 +798,7 @@ impl Election {
     /// When to call [`Event::Tick`] next, at the latest (always after
     /// `now`, or `Mono::MAX`).
     pub fn next_wakeup(&self, now: Mono) -> Mono {
-        let mut wake = match self.renew_in_flight || self.shutting_down {
+        let mut wake = match self.shutting_down {
             true => Mono::MAX,
             false => self.next_renew_at,
         };

@@ -22,6 +22,8 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 /// Client-side timeout of every API request.
 const TIMEOUT: u64 = SEC;
+/// A request delay that means the request is lost.
+const LOST: u64 = u64::MAX;
 /// Maximum clock-rate difference from real time (1000 ppm: far worse than
 /// any real oscillator).
 const DRIFT: f64 = 0.001;
@@ -102,6 +104,8 @@ struct Node {
     eligible: BTreeMap<IpAddr, bool>,
     /// Wake-up already queued at this real time.
     wake_at: u64,
+    /// Extra delay of this node's next renewal only ([`LOST`]: never arrives).
+    delay_next_renew: Option<u64>,
 }
 
 impl Node {
@@ -155,6 +159,7 @@ impl World {
                 open: BTreeMap::new(),
                 eligible: vips.iter().map(|v| (*v, true)).collect(),
                 wake_at: u64::MAX,
+                delay_next_renew: None,
             })
             .collect();
         let mut w = Self {
@@ -318,8 +323,12 @@ impl World {
                 answers: Some(id),
             },
         );
-        if self.now >= self.nodes[i].cut_until {
-            let delay = self.rng.range(1, 20) * MS + self.nodes[i].slow;
+        let extra = match req {
+            Req::Renew { .. } => self.nodes[i].delay_next_renew.take().unwrap_or(0),
+            _ => 0,
+        };
+        if self.now >= self.nodes[i].cut_until && extra != LOST {
+            let delay = self.rng.range(1, 20) * MS + self.nodes[i].slow + extra;
             self.at(
                 self.now + delay,
                 Ev::Arrive {
@@ -575,6 +584,10 @@ impl World {
 
     /// Liveness: every VIP answered by exactly one node, which owns it.
     fn check_liveness(&self, seed: u64) {
+        self.check_one_answer(seed, "after healing");
+    }
+
+    fn check_one_answer(&self, seed: u64, when: &str) {
         for vip in &self.vips {
             let owners: Vec<&str> = self
                 .nodes
@@ -585,7 +598,8 @@ impl World {
             assert_eq!(
                 owners.len(),
                 1,
-                "seed {seed}: {vip} answered by {owners:?} after healing"
+                "seed {seed}: {vip} answered by {owners:?} {when} (at {} ms)",
+                self.now / MS
             );
         }
     }
@@ -645,6 +659,45 @@ impl World {
             n.lag = lag;
         }
     }
+
+    /// Runs until `end` (real time), checking after every event that every
+    /// VIP is answered by exactly one node: no gap, never two.
+    fn run_without_gap(&mut self, seed: u64, end: u64) {
+        while let Some(Reverse((time, _))) = self.queue.peek().copied() {
+            if time > end {
+                break;
+            }
+            self.step();
+            self.check_one_answer(seed, "during a slow or lost renewal");
+        }
+    }
+
+    fn owner(&self, vip: &IpAddr) -> Option<usize> {
+        let now = self.now;
+        self.nodes
+            .iter()
+            .position(|n| n.map.get(vip).is_some_and(|&exp| exp > n.local(now)))
+    }
+}
+
+#[test]
+fn one_slow_or_lost_renewal_costs_nothing() {
+    let t = Timings::default();
+    for (extra, what) in [(1200 * MS, "delayed 1.2 s"), (LOST, "lost")] {
+        for seed in 1..=50 {
+            let mut w = World::new(seed, 3, 3, t);
+            w.lag_all(5 * MS);
+            w.run(seed, 0, 5 * SEC);
+            w.check_liveness(seed);
+            let before: Vec<Option<usize>> = w.vips.iter().map(|v| w.owner(v)).collect();
+            for n in &mut w.nodes {
+                n.delay_next_renew = Some(extra);
+            }
+            w.run_without_gap(seed, 10 * SEC);
+            let after: Vec<Option<usize>> = w.vips.iter().map(|v| w.owner(v)).collect();
+            assert_eq!(before, after, "seed {seed}: a renewal {what} moved VIPs");
+        }
+    }
 }
 
 #[test]
@@ -655,6 +708,7 @@ fn timings_are_validated() {
         renew_interval: std::time::Duration::from_millis(interval),
         renew_deadline: std::time::Duration::from_millis(deadline),
         stagger: std::time::Duration::from_millis(100),
+        request_timeout: std::time::Duration::from_secs(1),
     };
     assert!(
         t(1500, 500, 1500).validate().is_err(),
@@ -667,4 +721,12 @@ fn timings_are_validated() {
         "deadline must allow a retry"
     );
     assert!(t(3000, 0, 1500).validate().is_err());
+    assert_eq!(
+        t(2200, 500, 1000).validate(),
+        Err(super::TimingError::DeadlineBelowTimeout {
+            deadline: std::time::Duration::from_millis(1000),
+            timeout: std::time::Duration::from_secs(1),
+        }),
+        "a renewal answered at its timeout must still extend the entries"
+    );
 }

@@ -6,7 +6,7 @@
 //! timeout: the agent's loop never waits on the API for one (a thousand
 //! takeovers would otherwise stall the renewals every answer depends on).
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
@@ -16,8 +16,10 @@ use kube::{
 use tokio::time::timeout;
 use tracing::{debug, warn};
 
-use super::leases::REQUEST_TIMEOUT;
 use crate::eligibility::{Issue, ObjectRef};
+
+/// An Event not posted by then is given up (it is information only).
+const POST_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Events {
@@ -86,7 +88,7 @@ impl Events {
         };
         let recorder = self.recorder.clone();
         tokio::spawn(async move {
-            match timeout(REQUEST_TIMEOUT, recorder.publish(&ev, &reference)).await {
+            match timeout(POST_TIMEOUT, recorder.publish(&ev, &reference)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => debug!(error = %e, "cannot post event"),
                 Err(_) => debug!("posting an event timed out"),

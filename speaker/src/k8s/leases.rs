@@ -27,8 +27,6 @@ pub const NODE_LABEL: &str = "speaker.metal/node";
 pub const VIP_ANNOTATION: &str = "speaker.metal/vip";
 /// On a released VIP lease: the node that released it.
 pub const RELEASED_BY_ANNOTATION: &str = "speaker.metal/released-by";
-/// Every API request gives up after this; an unknown outcome is a failure.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn node_lease_name(node: &str) -> String {
     format!("speaker-node-{node}")

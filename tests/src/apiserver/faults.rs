@@ -41,6 +41,8 @@ impl Match {
 #[derive(Debug, Default)]
 pub struct Faults {
     delays: Vec<(Match, Duration)>,
+    /// (which, how many are left, delay): for the next matching requests only.
+    next_delays: Vec<(Match, u32, Duration)>,
     /// (which, how many are left, HTTP status)
     failures: Vec<(Match, u32, u16)>,
     stall_until: Option<Instant>,
@@ -49,6 +51,10 @@ pub struct Faults {
 impl Faults {
     pub fn add_delay(&mut self, m: Match, d: Duration) {
         self.delays.push((m, d));
+    }
+
+    pub fn add_next_delay(&mut self, m: Match, count: u32, d: Duration) {
+        self.next_delays.push((m, count, d));
     }
 
     pub fn add_failures(&mut self, m: Match, count: u32, status: u16) {
@@ -63,13 +69,23 @@ impl Faults {
         *self = Self::default();
     }
 
-    /// The sum of the delays that match.
-    pub fn delay(&self, method: &str, target: &str) -> Duration {
-        self.delays
+    /// The sum of the delays that match, using up one of each one-shot
+    /// delay's count.
+    pub fn delay(&mut self, method: &str, target: &str) -> Duration {
+        let mut total: Duration = self
+            .delays
             .iter()
             .filter(|(m, _)| m.matches(method, target))
             .map(|(_, d)| *d)
-            .sum()
+            .sum();
+        for (m, left, d) in &mut self.next_delays {
+            if *left > 0 && m.matches(method, target) {
+                *left -= 1;
+                total += *d;
+            }
+        }
+        self.next_delays.retain(|(_, left, _)| *left > 0);
+        total
     }
 
     /// The status to fail this request with, using up one of a rule's count.

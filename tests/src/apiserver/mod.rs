@@ -164,6 +164,11 @@ impl ApiServer {
         lock(&self.shared.faults).add_delay(m, d);
     }
 
+    /// Delays only the next `count` requests that `m` matches by `d`.
+    pub fn delay_next(&self, m: Match, count: u32, d: Duration) {
+        lock(&self.shared.faults).add_next_delay(m, count, d);
+    }
+
     /// Answers the next `count` requests that `m` matches with HTTP `status`
     /// and a Status body, without serving them.
     pub fn fail_next(&self, m: Match, count: u32, status: u16) {
