@@ -104,6 +104,7 @@ impl Answerer {
     pub fn install(&mut self, vip: IpAddr, links: &[Link], expires: Mono) -> Result<()> {
         let _span = info_span!("vip", %vip).entered();
         self.remove(vip);
+        anyhow::ensure!(!links.is_empty(), "no link to answer for {vip} on");
         let (mut done, mut groups, mut first_error) = (Vec::new(), Vec::new(), None);
         for link in links {
             match self.install_on(vip, link, expires) {

@@ -7,6 +7,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    time::{Duration, Instant},
 };
 
 use tracing::{info, warn};
@@ -28,7 +29,13 @@ pub struct Local {
     carriers: BTreeMap<u32, bool>,
     /// The eligibility last given to the election, per VIP.
     told: BTreeMap<IpAddr, (bool, Vec<String>)>,
+    /// VIPs this node failed to answer for, and until when it does not
+    /// contend for them again.
+    failed: BTreeMap<IpAddr, Instant>,
 }
+
+/// How long a node that failed to answer for a VIP leaves it to others.
+pub const FAILED_BACKOFF: Duration = Duration::from_secs(10);
 
 impl Local {
     pub fn new(node: &str, default_links: Vec<Link>) -> Self {
@@ -39,7 +46,26 @@ impl Local {
             links_by_name: HashMap::new(),
             carriers: BTreeMap::new(),
             told: BTreeMap::new(),
+            failed: BTreeMap::new(),
         }
+    }
+
+    /// This node could not answer for `vip` (attach or map write failed):
+    /// it is not eligible until `until`, so the VIP goes to a node that can.
+    pub fn failed(&mut self, vip: IpAddr, until: Instant) {
+        self.failed.insert(vip, until);
+    }
+
+    /// Whether any VIP is held back after a failure (readiness).
+    pub fn any_failed(&self) -> bool {
+        !self.failed.is_empty()
+    }
+
+    /// Ends the backoffs that are over; true when one did.
+    pub fn failures_expired(&mut self, now: Instant) -> bool {
+        let before = self.failed.len();
+        self.failed.retain(|_, until| *until > now);
+        self.failed.len() != before
     }
 
     pub fn set_plan(&mut self, plan: Plan) {
@@ -105,7 +131,8 @@ impl Local {
             let up = links
                 .iter()
                 .any(|l| *self.carriers.get(&l.iface.ifindex).unwrap_or(&true));
-            let now = (planned && up, candidates);
+            let ok = !self.failed.contains_key(&vip);
+            let now = (planned && up && ok, candidates);
             if self.told.get(&vip) == Some(&now) {
                 continue;
             }
@@ -134,5 +161,62 @@ impl Local {
             }
         }
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        eligibility::VipPlan,
+        netdev::{Interface, Link},
+    };
+
+    fn local_with(vip: IpAddr) -> Local {
+        let link = Link {
+            iface: Interface {
+                name: "eth0".into(),
+                ifindex: 2,
+                mac: [2, 0, 0, 0, 0, 1],
+            },
+            vlan_id: 0,
+        };
+        let mut local = Local::new("front-0", vec![link]);
+        let mut plan = Plan::default();
+        let nodes = BTreeMap::from([("front-0".to_string(), BTreeSet::new())]);
+        plan.vips.insert(
+            vip,
+            VipPlan {
+                nodes,
+                ..VipPlan::default()
+            },
+        );
+        local.set_plan(plan);
+        local
+    }
+
+    fn told(events: &[Event]) -> Vec<bool> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Eligibility { eligible, .. } => *eligible,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_install_hands_the_vip_to_others_until_the_backoff_ends() {
+        let vip: IpAddr = "198.18.0.10".parse().unwrap();
+        let mut local = local_with(vip);
+        assert_eq!(told(&local.eligibility([])), [true]);
+        let t0 = Instant::now();
+        local.failed(vip, t0 + FAILED_BACKOFF);
+        assert!(local.any_failed());
+        assert_eq!(told(&local.eligibility([])), [false]);
+        assert!(!local.failures_expired(t0));
+        assert_eq!(told(&local.eligibility([])), Vec::<bool>::new());
+        assert!(local.failures_expired(t0 + FAILED_BACKOFF));
+        assert_eq!(told(&local.eligibility([])), [true]);
     }
 }

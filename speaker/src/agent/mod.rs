@@ -134,6 +134,7 @@ async fn start(
         events: Events::new(client, &cfg.node),
         reported: Reported::default(),
         metrics,
+        pending: Vec::new(),
     };
     Ok((agent, stores, rx))
 }
@@ -154,13 +155,21 @@ struct Agent {
     events: Events,
     reported: Reported,
     metrics: Arc<Mutex<Metrics>>,
+    /// Events produced while acting, handled before the loop waits again.
+    pending: Vec<Event>,
 }
 
 impl Agent {
-    /// Feeds one event to the election and carries out what it decides.
+    /// Feeds one event to the election and carries out what it decides,
+    /// then the events that acting produced.
     fn handle(&mut self, ev: Event) {
-        for action in self.election.handle(monotonic_now_ns(), ev) {
-            self.act(action);
+        self.pending.push(ev);
+        while !self.pending.is_empty() {
+            for ev in std::mem::take(&mut self.pending) {
+                for action in self.election.handle(monotonic_now_ns(), ev) {
+                    self.act(action);
+                }
+            }
         }
     }
 
@@ -178,7 +187,14 @@ impl Agent {
             Action::Install { vip, expires } => {
                 let links = self.local.links(vip);
                 if let Err(e) = self.answer.install(vip, &links, expires) {
-                    warn!(%vip, error = %format!("{e:#}"), "answering on fewer links than planned");
+                    // Holding a VIP this node cannot fully answer for would
+                    // keep it dark where another node could serve it.
+                    warn!(%vip, error = %format!("{e:#}"),
+                        "cannot answer as planned; handing the VIP to another node");
+                    self.local
+                        .failed(vip, Instant::now() + local::FAILED_BACKOFF);
+                    let more = self.eligibility();
+                    self.pending.extend(more);
                 }
                 metrics::update(&self.metrics, |m| m.takeovers += 1);
                 let node = self.election.node().to_string();
@@ -212,6 +228,10 @@ impl Agent {
     /// Makes the map hold exactly what the election says we answer for,
     /// counting any difference, and exports the data plane's counters.
     fn repair(&mut self) {
+        if self.local.failures_expired(Instant::now()) {
+            let events = self.eligibility();
+            events.into_iter().for_each(|ev| self.handle(ev));
+        }
         let (drift, consistent) = match self.answer.repair(self.election.owned()) {
             Ok(0) => (0, true),
             Ok(n) => {
@@ -228,6 +248,7 @@ impl Agent {
         };
         let counters = self.answer.counters().ok();
         let owned = self.answer.answered().count() as u64;
+        let consistent = consistent && !self.local.any_failed();
         metrics::update(&self.metrics, |m| {
             m.repairs += drift;
             m.consistent = consistent;
