@@ -82,6 +82,18 @@ impl Agent {
         bail!("speaker did not attach within 10 s:\n{}", self.log())
     }
 
+    /// Waits up to `within` for the process to exit; its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_none()

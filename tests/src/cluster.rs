@@ -202,10 +202,17 @@ impl Cluster {
     /// The objects in the test's namespace (all of them for cluster-scoped
     /// resources).
     pub fn list(&self, gvr: &Gvr) -> Result<Vec<Value>> {
+        self.list_in(gvr, &self.namespace)
+    }
+
+    /// The objects of a namespaced resource in `namespace` (Events about
+    /// cluster-scoped objects land in `default`).
+    pub fn list_in(&self, gvr: &Gvr, namespace: &str) -> Result<Vec<Value>> {
         match &self.backend {
-            Backend::StandIn { server, .. } => Ok(server.list(gvr, Some(&self.namespace))?),
+            Backend::StandIn { server, .. } => Ok(server.list(gvr, Some(namespace))?),
             Backend::Real { runtime, .. } => {
-                let list = runtime.block_on(self.api(gvr)?.list(&ListParams::default()))?;
+                let list =
+                    runtime.block_on(self.api_in(gvr, namespace)?.list(&ListParams::default()))?;
                 Ok(list
                     .items
                     .into_iter()
@@ -266,6 +273,10 @@ impl Cluster {
 
     /// A kube-rs API for `gvr` in the test's namespace (real cluster only).
     fn api(&self, gvr: &Gvr) -> Result<Api<DynamicObject>> {
+        self.api_in(gvr, &self.namespace)
+    }
+
+    fn api_in(&self, gvr: &Gvr, namespace: &str) -> Result<Api<DynamicObject>> {
         let Backend::Real { client, .. } = &self.backend else {
             anyhow::bail!("not a real cluster");
         };
@@ -275,7 +286,7 @@ impl Cluster {
         let gvk = GroupVersionKind::gvk(gvr.group, gvr.version, kind.kind);
         let ar = ApiResource::from_gvk_with_plural(&gvk, gvr.resource);
         Ok(if kind.namespaced {
-            Api::namespaced_with(client.clone(), &self.namespace, &ar)
+            Api::namespaced_with(client.clone(), namespace, &ar)
         } else {
             Api::all_with(client.clone(), &ar)
         })

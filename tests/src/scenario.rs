@@ -106,15 +106,21 @@ impl Scenario {
 
     /// Starts the agent of front node `i` (and waits until it attached).
     pub fn start(&mut self, i: usize) -> Result<()> {
+        let name = self.lan.fronts[i].name.clone();
+        let mut agent = self.spawn_as(i, &name)?;
+        agent.wait_ready(&self.lan.fronts[i].ns, "eth0")?;
+        self.agents[i] = Some(agent);
+        Ok(())
+    }
+
+    /// Starts an agent on front node `i` under the node name `node`,
+    /// without waiting for it.
+    pub fn spawn_as(&self, i: usize, node: &str) -> Result<Agent> {
         let f = &self.lan.fronts[i];
         let kubeconfig = self.lan.cluster.kubeconfig(i).as_os_str().to_owned();
         #[rustfmt::skip]
-        let args = ["agent", "--node-name", &f.name, "--namespace", self.lan.cluster.namespace(), "-i", "eth0", "--metrics-addr", "127.0.0.1:7472"];
-        let mut agent =
-            Agent::start_with_env(&f.ns, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])?;
-        agent.wait_ready(&f.ns, "eth0")?;
-        self.agents[i] = Some(agent);
-        Ok(())
+        let args = ["agent", "--node-name", node, "--namespace", self.lan.cluster.namespace(), "-i", "eth0", "--metrics-addr", "127.0.0.1:7472"];
+        Agent::start_with_env(&f.ns, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])
     }
 
     pub fn start_all(&mut self) -> Result<()> {

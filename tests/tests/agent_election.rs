@@ -97,3 +97,38 @@ fn configuration_errors_become_events_and_harm_nothing_else() {
         assert!(a.running(), "an agent died:\n{}", a.log());
     }
 }
+
+#[test]
+fn a_second_agent_under_the_same_node_name_refuses_to_run() {
+    let s = running(&[VIP]);
+    let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let record = s.record(VIP);
+    // A misconfigured agent on another machine, claiming the owner's name.
+    let elsewhere = (s.index(&owner) + 1) % 3;
+    let mut twin = s.spawn_as(elsewhere, &owner).expect("twin");
+    let status = twin.wait_exit(Duration::from_secs(8));
+    assert!(
+        status.is_some_and(|st| !st.success()),
+        "the twin did not refuse to run:\n{}",
+        twin.log()
+    );
+    assert!(
+        twin.log().contains("another speaker agent"),
+        "no clear error:\n{}",
+        twin.log()
+    );
+    let c = &s.lan.cluster;
+    let warned = wait_for(Duration::from_secs(3), || {
+        let mut events = c.list_in(&EVENTS_V1, "default").unwrap_or_default();
+        events.extend(c.list_in(&EVENTS, "default").unwrap_or_default());
+        events.iter().any(|e| {
+            e["reason"] == "DuplicateAgent"
+                && (e["regarding"]["name"] == owner.as_str()
+                    || e["involvedObject"]["name"] == owner.as_str())
+        })
+    });
+    assert!(warned.is_some(), "no DuplicateAgent event on the Node");
+    // The first agent goes on as before, alone.
+    assert_eq!(s.record(VIP), record, "the record was written");
+    assert_eq!(s.answering_by_map(VIP), vec![owner]);
+}

@@ -30,7 +30,7 @@ use crate::{
     eligibility,
     k8s::{
         events::{Events, Reported},
-        leases::Leases,
+        leases::{LeaseError, Leases},
         watch::{self, ClusterStores},
     },
     metrics::{self, Metrics},
@@ -53,6 +53,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut repair = tokio::time::interval(REPAIR_INTERVAL);
     let mut carrier = tokio::time::interval(CARRIER_INTERVAL);
     let mut stop_by: Option<Instant> = None;
+    let mut superseded = agent.requests.superseded();
     info!(node = %cfg.node, namespace = %cfg.namespace, "agent started");
 
     loop {
@@ -73,6 +74,14 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 }
             }
             _ = repair.tick() => agent.repair(),
+            Ok(()) = superseded.changed() => {
+                // Another agent acts as this node now: stop answering at
+                // once, and write nothing more.
+                let why = superseded.borrow().clone().unwrap_or_default();
+                agent.answer.shutdown();
+                agent.events.node_warning(&cfg.node, "DuplicateAgent", why.clone()).await;
+                anyhow::bail!("{why}");
+            }
             _ = sigterm.recv(), if stop_by.is_none() => {
                 info!("SIGTERM: handing VIPs over");
                 stop_by = Some(Instant::now() + STOP_GRACE);
@@ -96,7 +105,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         }
     }
     agent.answer.shutdown();
-    info!("stopped: VIPs handed over, XDP detached, pins removed");
+    agent.requests.release_node_lease().await;
+    info!("stopped: VIPs handed over, XDP detached, pins removed, node lease released");
     Ok(())
 }
 
@@ -109,6 +119,17 @@ async fn start(
     let client = kube::Client::try_default().await.context(
         "cannot configure a Kubernetes client (KUBECONFIG, or in-cluster service account)",
     )?;
+    let leases = Leases::new(
+        client.clone(),
+        &cfg.namespace,
+        &cfg.node,
+        &instance_id(),
+        cfg.timings.lease_duration,
+    );
+    let events = Events::new(client.clone(), &cfg.node);
+    // Before touching the data plane: a second agent under this node's
+    // name must not replace the first one's program or maps.
+    acquire_node_lease(&leases, &events, cfg).await?;
     let metrics = Arc::new(Mutex::new(Metrics::default()));
     metrics::serve(cfg.metrics_addr, metrics.clone()).await?;
 
@@ -120,23 +141,51 @@ async fn start(
     let stores = ClusterStores::start(&client);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     watch::leases(&client, &cfg.namespace, tx.clone());
-    let leases = Leases::new(
-        client.clone(),
-        &cfg.namespace,
-        &cfg.node,
-        cfg.timings.lease_duration,
-    );
     let agent = Agent {
         election: Election::new(&cfg.node, cfg.timings),
         answer,
         local: Local::new(&cfg.node, cfg.default_links.clone()),
         requests: Requests::new(leases, tx, metrics.clone(), cfg.timings.request_timeout),
-        events: Events::new(client, &cfg.node),
+        events,
         reported: Reported::default(),
         metrics,
         pending: Vec::new(),
     };
     Ok((agent, stores, rx))
+}
+
+/// Takes this node's lease for this process, retrying while the API cannot
+/// be reached; refuses to run, with an Event on the Node, when another
+/// live agent renews it.
+async fn acquire_node_lease(leases: &Leases, events: &Events, cfg: &AgentConfig) -> Result<()> {
+    loop {
+        match leases.acquire(cfg.timings.lease_duration).await {
+            Ok(()) => return Ok(()),
+            Err(e @ LeaseError::Duplicate { .. }) => {
+                events
+                    .node_warning(&cfg.node, "DuplicateAgent", e.to_string())
+                    .await;
+                return Err(e.into());
+            }
+            Err(LeaseError::Api(e)) => {
+                warn!(error = %e, "cannot take this node's lease; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// A name for this process, unique enough to tell two agents apart.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom(2) into a buffer of the length given.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        // No entropy yet (very early boot): the pid and the time will do.
+        let t = monotonic_now_ns() ^ u64::from(std::process::id()) << 40;
+        bytes = t.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn far() -> Instant {

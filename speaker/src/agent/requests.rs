@@ -9,15 +9,15 @@ use std::{
 };
 
 use tokio::{
-    sync::{Semaphore, mpsc},
+    sync::{Semaphore, mpsc, watch},
     time::timeout,
 };
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::{
     dataplane::monotonic_now_ns,
     election::{Event, Mono, WriteOutcome},
-    k8s::leases::Leases,
+    k8s::leases::{LeaseError, Leases},
     metrics::{self, Metrics},
 };
 
@@ -32,6 +32,8 @@ pub struct Requests {
     metrics: Arc<Mutex<Metrics>>,
     /// Past this a request counts as failed (it may still apply).
     timeout: Duration,
+    /// Set when another agent has taken this node's lease.
+    superseded: watch::Sender<Option<String>>,
 }
 
 impl Requests {
@@ -47,6 +49,22 @@ impl Requests {
             writes: Arc::new(Semaphore::new(MAX_RECORD_WRITES)),
             metrics,
             timeout,
+            superseded: watch::channel(None).0,
+        }
+    }
+
+    /// Tells when another agent took this node's lease: this process must
+    /// stop acting as the node at once.
+    pub fn superseded(&self) -> watch::Receiver<Option<String>> {
+        self.superseded.subscribe()
+    }
+
+    /// Marks the node lease released on a clean stop.
+    pub async fn release_node_lease(&self) {
+        match timeout(self.timeout, self.leases.release_own()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot release the node lease"),
+            Err(_) => warn!("releasing the node lease timed out"),
         }
     }
 
@@ -54,9 +72,14 @@ impl Requests {
     pub fn renew(&self) {
         let sent_at: Mono = monotonic_now_ns();
         let (leases, events, metrics, limit) = self.handles();
+        let superseded = self.superseded.clone();
         tokio::spawn(async move {
             let ok = match timeout(limit, leases.renew()).await {
                 Ok(Ok(())) => true,
+                Ok(Err(e @ LeaseError::Duplicate { .. })) => {
+                    superseded.send_replace(Some(e.to_string()));
+                    false
+                }
                 Ok(Err(e)) => {
                     debug!(error = %e, "lease renewal failed");
                     false

@@ -71,6 +71,16 @@ impl Events {
         }
     }
 
+    /// A Warning on this node's Node object, posted before returning (the
+    /// agent is about to exit).
+    pub async fn node_warning(&self, node: &str, reason: &str, note: String) {
+        let reference = reference(&ObjectRef::new("Node", "", node));
+        let ev = event(EventType::Warning, reason, "Start", note);
+        if let Ok(Err(e)) = timeout(POST_TIMEOUT, self.recorder.publish(&ev, &reference)).await {
+            debug!(error = %e, "cannot post event");
+        }
+    }
+
     fn post(
         &self,
         type_: EventType,
@@ -79,13 +89,7 @@ impl Events {
         note: String,
         reference: ObjectReference,
     ) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
+        let ev = event(type_, reason, action, note);
         let recorder = self.recorder.clone();
         tokio::spawn(async move {
             match timeout(POST_TIMEOUT, recorder.publish(&ev, &reference)).await {
@@ -94,6 +98,16 @@ impl Events {
                 Err(_) => debug!("posting an event timed out"),
             }
         });
+    }
+}
+
+fn event(type_: EventType, reason: &str, action: &str, note: String) -> Event {
+    Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
     }
 }
 

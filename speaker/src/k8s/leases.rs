@@ -25,6 +25,8 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "speaker")
 pub const NODE_LABEL: &str = "speaker.metal/node";
 /// On a VIP lease: the address.
 pub const VIP_ANNOTATION: &str = "speaker.metal/vip";
+/// On a node lease: the agent process renewing it (empty once released).
+pub const INSTANCE_ANNOTATION: &str = "speaker.metal/instance";
 /// On a released VIP lease: the node that released it.
 pub const RELEASED_BY_ANNOTATION: &str = "speaker.metal/released-by";
 
@@ -92,77 +94,184 @@ fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
 
+/// A node lease names the agent process renewing it, so that two agents
+/// under one node name (a misconfiguration, or a restart racing its
+/// predecessor) never both act as that node.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error(
+        "another speaker agent (instance {other}) renews the lease of node {node:?}: \
+         two agents run under one node name (check --node-name / NODE_NAME)"
+    )]
+    Duplicate { node: String, other: String },
+}
+
 /// Reads and writes the election's Leases. Clones share the node lease
 /// last written, which the next renewal starts from.
 #[derive(Clone)]
 pub struct Leases {
     api: Api<Lease>,
     node: String,
+    /// This process, as named in the node lease.
+    instance: String,
     lease_seconds: i32,
     own: Arc<Mutex<Option<Lease>>>,
 }
 
+/// The instance a node lease names: `Some("")` once released by a clean
+/// stop, `None` when it names none (written by an older version).
+fn instance_of(lease: &Lease) -> Option<&str> {
+    lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(INSTANCE_ANNOTATION)
+        .map(String::as_str)
+}
+
 impl Leases {
-    pub fn new(client: Client, namespace: &str, node: &str, lease_duration: Duration) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        node: &str,
+        instance: &str,
+        lease_duration: Duration,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             node: node.to_string(),
+            instance: instance.to_string(),
             lease_seconds: lease_duration.as_secs_f64().ceil().max(1.0) as i32,
             own: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Renews this node's lease from the one last written (read or created
-    /// when there is none yet), and keeps the result for the next renewal.
-    pub async fn renew(&self) -> kube::Result<()> {
-        let current = self.own.lock().ok().and_then(|l| l.clone());
-        let written = self.write_own(current).await?;
-        if let Ok(mut own) = self.own.lock() {
-            *own = Some(written);
+    /// Makes this node's lease ours before anything else happens: at once
+    /// when there is none or its last agent released it; otherwise only
+    /// after seeing it unchanged for `lease_duration` (its renewer has
+    /// stopped). A lease that changes meanwhile is renewed by another live
+    /// agent: [`LeaseError::Duplicate`].
+    pub async fn acquire(&self, lease_duration: Duration) -> Result<(), LeaseError> {
+        let name = node_lease_name(&self.node);
+        let Some(mut lease) = self.api.get_opt(&name).await? else {
+            return self.renew().await;
+        };
+        let other = instance_of(&lease).unwrap_or("unknown").to_string();
+        if !(other.is_empty() || other == self.instance) {
+            let rv = lease.metadata.resource_version.clone();
+            let until = tokio::time::Instant::now() + lease_duration;
+            while tokio::time::Instant::now() < until {
+                tokio::time::sleep(lease_duration / 10).await;
+                lease = self.api.get(&name).await?;
+                if lease.metadata.resource_version != rv {
+                    return Err(self.duplicate(&lease));
+                }
+            }
         }
+        // Replaced only at the version seen: a renewal meanwhile fails it.
+        let written = match self.write(lease).await {
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(LeaseError::Duplicate {
+                    node: self.node.clone(),
+                    other,
+                });
+            }
+            other => other?,
+        };
+        self.keep(written);
         Ok(())
     }
 
-    async fn write_own(&self, current: Option<Lease>) -> kube::Result<Lease> {
-        let name = node_lease_name(&self.node);
-        let mut lease = match current {
-            Some(l) => l,
-            None => match self.api.get_opt(&name).await? {
-                Some(l) => l,
-                None => {
-                    let lease = Lease {
-                        metadata: ObjectMeta {
-                            name: Some(name.clone()),
-                            labels: Some(BTreeMap::from([
-                                (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-                                (NODE_LABEL.to_string(), self.node.clone()),
-                            ])),
-                            ..Default::default()
-                        },
-                        spec: Some(self.spec(None)),
-                    };
-                    return self.api.create(&PostParams::default(), &lease).await;
+    fn duplicate(&self, lease: &Lease) -> LeaseError {
+        LeaseError::Duplicate {
+            node: self.node.clone(),
+            other: instance_of(lease).unwrap_or("unknown").to_string(),
+        }
+    }
+
+    /// Renews this node's lease from the one last written (created when
+    /// there is none yet), and keeps the result for the next renewal. A
+    /// lease another agent has taken meanwhile is never written.
+    pub async fn renew(&self) -> Result<(), LeaseError> {
+        let current = self.own.lock().ok().and_then(|l| l.clone());
+        let written = match current {
+            None => self.create_own().await?,
+            Some(lease) => match self.write(lease).await {
+                // Our copy is stale (a renewal overtaken by another):
+                // renew from the current lease, if it is still ours.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let fresh = self.api.get(&node_lease_name(&self.node)).await?;
+                    if instance_of(&fresh) != Some(self.instance.as_str()) {
+                        return Err(self.duplicate(&fresh));
+                    }
+                    self.write(fresh).await?
                 }
+                other => other?,
             },
         };
-        lease.spec = Some(self.spec(lease.spec.take()));
-        match self
-            .api
+        self.keep(written);
+        Ok(())
+    }
+
+    /// Marks the node lease released (a clean stop), so a successor on this
+    /// node takes it at once.
+    pub async fn release_own(&self) -> Result<(), LeaseError> {
+        let Some(mut lease) = self.own.lock().ok().and_then(|l| l.clone()) else {
+            return Ok(());
+        };
+        lease
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(INSTANCE_ANNOTATION.to_string(), String::new());
+        let name = node_lease_name(&self.node);
+        self.api
             .replace(&name, &PostParams::default(), &lease)
-            .await
-        {
-            // Someone else wrote our lease (or our copy is stale): start
-            // from the current one next time.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                let fresh = self.api.get(&name).await?;
-                let mut again = fresh;
-                again.spec = Some(self.spec(again.spec.take()));
-                self.api
-                    .replace(&name, &PostParams::default(), &again)
-                    .await
-            }
-            other => other,
+            .await?;
+        Ok(())
+    }
+
+    fn keep(&self, lease: Lease) {
+        if let Ok(mut own) = self.own.lock() {
+            *own = Some(lease);
         }
+    }
+
+    async fn create_own(&self) -> kube::Result<Lease> {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(node_lease_name(&self.node)),
+                labels: Some(BTreeMap::from([
+                    (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                    (NODE_LABEL.to_string(), self.node.clone()),
+                ])),
+                ..Default::default()
+            },
+            spec: None,
+        };
+        self.api
+            .create(&PostParams::default(), &self.stamped(lease))
+            .await
+    }
+
+    /// Writes `lease` renewed and naming this instance, at its version.
+    async fn write(&self, lease: Lease) -> kube::Result<Lease> {
+        let name = node_lease_name(&self.node);
+        self.api
+            .replace(&name, &PostParams::default(), &self.stamped(lease))
+            .await
+    }
+
+    fn stamped(&self, mut lease: Lease) -> Lease {
+        lease.spec = Some(self.spec(lease.spec.take()));
+        lease
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(INSTANCE_ANNOTATION.to_string(), self.instance.clone());
+        lease
     }
 
     fn spec(&self, old: Option<LeaseSpec>) -> LeaseSpec {
