@@ -208,6 +208,50 @@ fn one_node_lease_renewal_delayed_1_2_s_costs_nothing_on_the_wire() {
     assert_eq!(s.record(VIP), record, "the ownership record was written");
 }
 
+#[test]
+fn an_owner_paused_during_its_burst_sends_nothing_after_the_new_owner_answers() {
+    let mut s = running(&[VIP]);
+    let first = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let mut a = s.take(&first).expect("agent");
+    assert!(a.terminate().expect("stop").success(), "{}", a.log());
+    // A takeover: its gratuitous ARP burst runs for the next seconds.
+    let second = s.settled(VIP, Duration::from_secs(2), |h| h != first);
+    let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
+    let mut prober = probe(&s, 350);
+    std::thread::sleep(Duration::from_secs(1));
+    let b = s.take(&second).expect("agent");
+    b.signal(libc::SIGSTOP);
+    let third = s.settled(VIP, Duration::from_secs(4), |h| h != first && h != second);
+    std::thread::sleep(Duration::from_millis(1500));
+    b.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = prober.kill();
+    let _ = prober.wait();
+
+    let frames: Vec<(u64, Arp)> = cap
+        .finish_timed()
+        .expect("capture")
+        .into_iter()
+        .filter_map(|(t, f)| Arp::parse(&f).map(|a| (t, a)))
+        .collect();
+    let (old, new) = (mac_of(&s, &second), mac_of(&s, &third));
+    let first_new = frames
+        .iter()
+        .filter(|(_, a)| a.op == 2 && a.sha == new && a.spa == ipv4(VIP))
+        .map(|(t, _)| *t)
+        .min()
+        .expect("the new owner answered");
+    let late = frames
+        .iter()
+        .filter(|(t, a)| *t > first_new && a.sha == old)
+        .count();
+    assert_eq!(
+        late, 0,
+        "the paused owner sent {late} ARP frames after the new owner answered"
+    );
+    drop((a, b));
+}
+
 /// Probes the VIP from the client with arping, every 20 ms, `count` times.
 fn probe(s: &Scenario, count: u32) -> std::process::Child {
     s.lan
