@@ -93,6 +93,11 @@ impl Answerer {
         Ok(())
     }
 
+    /// The links `vip` is answered on, if it is.
+    pub fn links(&self, vip: IpAddr) -> Option<&[Link]> {
+        self.vips.get(&vip).map(|a| a.links.as_slice())
+    }
+
     /// The VIPs answered for, with their entries' expiry.
     pub fn answered(&self) -> impl Iterator<Item = (IpAddr, Mono)> + '_ {
         self.vips.iter().map(|(vip, a)| (*vip, a.expires))

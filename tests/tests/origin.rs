@@ -252,6 +252,28 @@ fn an_owner_paused_during_its_burst_sends_nothing_after_the_new_owner_answers() 
     drop((a, b));
 }
 
+#[test]
+fn a_new_mac_on_the_owners_interface_is_answered_and_announced() {
+    let s = running(&[VIP]);
+    let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    assert_eq!(client_resolves(&s), Some(mac_of(&s, &owner)));
+    let new_mac = [0x02, 0x5e, 0, 0, 0, 0x42];
+    s.lan.fronts[s.index(&owner)]
+        .ns
+        .ip(&["link", "set", "dev", "eth0", "address", "02:5e:00:00:00:42"])
+        .expect("new MAC");
+    // The owner's gratuitous ARP moves the client's entry, unasked.
+    let moved = wait_for(Duration::from_secs(3), || {
+        s.lan.client.neighbour_mac("eth0", VIP) == Some(new_mac)
+    });
+    assert!(
+        moved.is_some(),
+        "the client's entry still names the old MAC"
+    );
+    assert_eq!(client_resolves(&s), Some(new_mac));
+    assert_eq!(s.holder(VIP), Some(owner), "ownership moved");
+}
+
 /// Probes the VIP from the client with arping, every 20 ms, `count` times.
 fn probe(s: &Scenario, count: u32) -> std::process::Child {
     s.lan

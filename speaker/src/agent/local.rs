@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::{
     election::Event,
     eligibility::{ObjectRef, Plan},
-    netdev::Link,
+    netdev::{Interface, Link, fmt_mac},
 };
 
 pub struct Local {
@@ -146,31 +146,52 @@ impl Local {
         out
     }
 
-    /// Polls the carrier of every link in use; true when one changed.
-    pub fn carriers_changed(&mut self) -> bool {
-        let mut changed = false;
+    /// Polls every link in use: an interface re-created (new index) or
+    /// given a new MAC is looked up afresh, and carrier changes are noted.
+    pub fn poll_links(&mut self) -> LinkChange {
+        let mut change = LinkChange::default();
         let links = self
             .default_links
-            .iter()
-            .chain(self.links_by_name.values().flatten());
+            .iter_mut()
+            .chain(self.links_by_name.values_mut().flatten());
         for link in links {
+            if let Ok(now) = Interface::lookup(&link.iface.name)
+                && (now.ifindex, now.mac) != (link.iface.ifindex, link.iface.mac)
+            {
+                info!(interface = %link.iface.name, ifindex = now.ifindex,
+                    mac = %fmt_mac(&now.mac), "interface changed");
+                link.iface = now;
+                change.moved = true;
+            }
             let up = link.iface.is_running().unwrap_or(false);
             if self.carriers.insert(link.iface.ifindex, up) != Some(up) {
                 info!(interface = %link.iface.name, up, "carrier");
-                changed = true;
+                change.carrier = true;
             }
         }
-        changed
+        change
     }
+}
+
+/// What polling the links found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LinkChange {
+    /// A carrier went up or down.
+    pub carrier: bool,
+    /// An interface has a new index or MAC: VIPs on it must be installed anew.
+    pub moved: bool,
+}
+
+/// Whether two link lists answer alike: same interfaces, VLANs and MACs.
+pub fn same_links(a: &[Link], b: &[Link]) -> bool {
+    let key = |l: &Link| (l.iface.ifindex, l.vlan_id, l.iface.mac);
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        eligibility::VipPlan,
-        netdev::{Interface, Link},
-    };
+    use crate::eligibility::VipPlan;
 
     fn local_with(vip: IpAddr) -> Local {
         let link = Link {

@@ -11,6 +11,7 @@ mod local;
 mod requests;
 
 use std::{
+    net::IpAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -69,7 +70,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 }
             }
             _ = carrier.tick() => {
-                if agent.local.carriers_changed() {
+                let change = agent.local.poll_links();
+                if change.moved {
+                    agent.relink();
+                }
+                if change.carrier || change.moved {
                     events.extend(agent.eligibility());
                 }
             }
@@ -234,17 +239,7 @@ impl Agent {
                 term,
             } => self.requests.write_record(req, vip, expect, holder, term),
             Action::Install { vip, expires } => {
-                let links = self.local.links(vip);
-                if let Err(e) = self.answer.install(vip, &links, expires) {
-                    // Holding a VIP this node cannot fully answer for would
-                    // keep it dark where another node could serve it.
-                    warn!(%vip, error = %format!("{e:#}"),
-                        "cannot answer as planned; handing the VIP to another node");
-                    self.local
-                        .failed(vip, Instant::now() + local::FAILED_BACKOFF);
-                    let more = self.eligibility();
-                    self.pending.extend(more);
-                }
+                self.answer_on_planned_links(vip, expires);
                 metrics::update(&self.metrics, |m| m.takeovers += 1);
                 let node = self.election.node().to_string();
                 self.events
@@ -262,10 +257,45 @@ impl Agent {
         }
     }
 
-    /// A new plan: its problems reported, eligibility updated.
+    /// Answers for `vip` on the links the plan gives this node.
+    fn answer_on_planned_links(&mut self, vip: IpAddr, expires: Mono) {
+        let links = self.local.links(vip);
+        if let Err(e) = self.answer.install(vip, &links, expires) {
+            // Holding a VIP this node cannot fully answer for would keep it
+            // dark where another node could serve it.
+            warn!(%vip, error = %format!("{e:#}"),
+                "cannot answer as planned; handing the VIP to another node");
+            self.local
+                .failed(vip, Instant::now() + local::FAILED_BACKOFF);
+            let more = self.eligibility();
+            self.pending.extend(more);
+        }
+    }
+
+    /// Moves owned VIPs whose links changed (an L2Advertisement edit, an
+    /// interface re-created or given a new MAC) onto their links as they
+    /// are now, announcing them there.
+    fn relink(&mut self) {
+        let owned: Vec<(IpAddr, Mono)> = self.election.owned().collect();
+        for (vip, expires) in owned {
+            let want = self.local.links(vip);
+            if !self
+                .answer
+                .links(vip)
+                .is_some_and(|have| local::same_links(have, &want))
+            {
+                info!(%vip, "links changed; answering on the new ones");
+                self.answer_on_planned_links(vip, expires);
+            }
+        }
+    }
+
+    /// A new plan: its problems reported, owned VIPs moved to changed
+    /// links, eligibility updated.
     fn replan(&mut self, plan: eligibility::Plan) -> Vec<Event> {
         self.events.problems(&plan.issues, &mut self.reported);
         self.local.set_plan(plan);
+        self.relink();
         self.eligibility()
     }
 
