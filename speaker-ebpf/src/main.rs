@@ -10,6 +10,7 @@
 #![no_main]
 
 mod arp;
+mod checksum;
 mod maps;
 mod ndp;
 mod packet;

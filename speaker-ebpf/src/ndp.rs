@@ -7,22 +7,21 @@ use speaker_common::{
     maps::{Reason, VipKey, filter_slot},
     wire::{
         ETH_HLEN, EthHdr, IPPROTO_ICMPV6, IPV6_HLEN, Ipv6Hdr, NA_ICMP_LEN, NA_PACKET_LEN,
-        ND_HOP_LIMIT, ND_MSG_LEN, ND_NA_FLAG_OVERRIDE, ND_NA_FLAG_SOLICITED, ND_NEIGHBOR_ADVERT,
-        ND_NEIGHBOR_SOLICIT, ND_OPT_SOURCE_LL_ADDR, ND_OPT_TARGET_LL_ADDR, ND_OPT_UNIT, NaPacket,
-        NdMsg,
+        ND_HOP_LIMIT, ND_MAX_OPT_BYTES, ND_MSG_LEN, ND_NA_FLAG_OVERRIDE, ND_NA_FLAG_SOLICITED,
+        ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, ND_OPT_SOURCE_LL_ADDR, ND_OPT_TARGET_LL_ADDR,
+        ND_OPT_UNIT, NaPacket, NdMsg,
         ipv6::{self, ALL_NODES, ALL_NODES_MAC, LOOPBACK, UNSPECIFIED},
     },
 };
 
 use crate::{
-    L2, Verdict, maps,
-    packet::{addr_eq, be16, mac_eq, ptr_at, sum16},
+    L2, Verdict,
+    checksum::{self, sum16},
+    maps,
+    packet::{addr_eq, be16, mac_eq, ptr_at},
 };
 
-/// Options the responder reads, at most (a solicitation normally carries
-/// one or two 8-byte options); longer ones are passed to the kernel.
-pub const MAX_OPT_BYTES: usize = 64;
-const MAX_OPT_CHUNKS: usize = MAX_OPT_BYTES / ND_OPT_UNIT;
+const MAX_OPT_CHUNKS: usize = ND_MAX_OPT_BYTES / ND_OPT_UNIT;
 
 #[inline(always)]
 pub fn respond(ctx: &XdpContext, l2: L2) -> Verdict {
@@ -44,7 +43,7 @@ pub fn respond(ctx: &XdpContext, l2: L2) -> Verdict {
     // Options come in whole 8-byte units (Linux's option parser refuses any
     // other length), and the responder reads only so many.
     if icmp_len < ND_MSG_LEN
-        || icmp_len > ND_MSG_LEN + MAX_OPT_BYTES
+        || icmp_len > ND_MSG_LEN + ND_MAX_OPT_BYTES
         || (icmp_len - ND_MSG_LEN) % ND_OPT_UNIT != 0
     {
         return Verdict::pass(Reason::NdpBadLength);
@@ -94,7 +93,7 @@ pub fn respond(ctx: &XdpContext, l2: L2) -> Verdict {
             next_opt = at + len;
         }
     }
-    if fold(sum) != 0xffff {
+    if !checksum::verifies(sum) {
         return Verdict::pass(Reason::NdpBadChecksum);
     }
     // ndisc_rcv's checks.
@@ -238,15 +237,7 @@ fn write_advert(ctx: &XdpContext, l2: L2, a: &Answer, target: &[u8; 16], mac: &[
         + (u32::from(a.flags) << 8)
         + (u32::from(ND_OPT_TARGET_LL_ADDR) << 8 | 1)
         + sum16(mac);
-    na.nd.checksum = (!fold(sum) as u16).to_be_bytes();
-}
-
-/// Folds a 32-bit sum of 16-bit words into 16 bits, end-around carry
-/// included.
-#[inline(always)]
-fn fold(sum: u32) -> u32 {
-    let s = (sum & 0xffff) + (sum >> 16);
-    (s & 0xffff) + (s >> 16)
+    na.nd.checksum = checksum::field(sum);
 }
 
 const _: () = assert!(
