@@ -14,6 +14,7 @@ mod checksum;
 mod maps;
 mod ndp;
 mod packet;
+mod sender;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use speaker_common::{

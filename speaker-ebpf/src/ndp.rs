@@ -19,6 +19,7 @@ use crate::{
     checksum::{self, sum16},
     maps,
     packet::{addr_eq, be16, mac_eq, ptr_at},
+    sender,
 };
 
 const MAX_OPT_CHUNKS: usize = ND_MAX_OPT_BYTES / ND_OPT_UNIT;
@@ -112,14 +113,14 @@ pub fn respond(ctx: &XdpContext, l2: L2) -> Verdict {
     let eth = unsafe { &*eth };
     let dad = addr_eq(&ip.src, &UNSPECIFIED);
     // Sent from one of our VIPs: ours, or a conflict (as for ARP).
-    if !dad && maps::maybe_vip(filter_slot(&ip.src)) {
-        let key = VipKey::ipv6(ifindex, l2.vlan_id, ip.src);
-        if let Some(entry) = maps::vip(&key) {
-            if mac_eq(&entry.mac, &eth.src) {
-                return Verdict::pass(Reason::PassOwnSender);
-            }
-            maps::record_conflict(&key, eth.src);
-            return Verdict::pass(Reason::Conflict);
+    if !dad {
+        let sender = sender::classify(
+            filter_slot(&ip.src),
+            || VipKey::ipv6(ifindex, l2.vlan_id, ip.src),
+            &eth.src,
+        );
+        if let Some(reason) = sender.refusal() {
+            return Verdict::pass(reason);
         }
     }
     if icmp_type != ND_NEIGHBOR_SOLICIT {
@@ -160,7 +161,7 @@ pub fn respond(ctx: &XdpContext, l2: L2) -> Verdict {
     if eth.dst[0] & 1 == 0 && !mac_eq(&eth.dst, &entry.mac) {
         return Verdict::pass(Reason::PassEthDst);
     }
-    if entry.expires_ns != 0 && maps::now_ns() >= entry.expires_ns {
+    if !entry.is_live(maps::now_ns()) {
         return Verdict::pass(Reason::PassExpired);
     }
 
