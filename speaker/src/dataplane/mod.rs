@@ -1,7 +1,6 @@
 //! The kernel side as the agent sees it: loading the XDP object, attaching
 //! it, pinning its maps, and reading and writing them.
 
-pub mod model;
 mod objects;
 
 use std::{
@@ -15,7 +14,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
-pub use objects::{SPEAKER_XDP, TESTBED};
+pub use objects::SPEAKER_XDP;
 use speaker_common::maps::{
     CONFLICTS_MAP, COUNTERS_MAP, Conflict, Counters, FILTER_MAP, FILTER_WORDS, PINNED_MAPS,
     VIPS_MAP, VipEntry, VipKey, XDP_PROGRAM, filter_slot,
