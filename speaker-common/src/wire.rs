@@ -120,6 +120,10 @@ pub const ND_OPT_SOURCE_LL_ADDR: u8 = 1;
 pub const ND_OPT_TARGET_LL_ADDR: u8 = 2;
 /// Option lengths are in units of 8 octets.
 pub const ND_OPT_UNIT: usize = 8;
+/// Options the responder reads, at most (a solicitation normally carries
+/// one or two 8-byte options); a message with more is passed to the kernel.
+/// The responder's own limit, not RFC 4861's.
+pub const ND_MAX_OPT_BYTES: usize = 64;
 
 /// What the responder writes after the Ethernet header (and tag) when it
 /// answers: IPv6 header, NA, and one Target Link-Layer Address option.
@@ -141,6 +145,7 @@ const _: () = assert!(VLAN_HLEN == 4);
 const _: () = assert!(IPV6_HLEN == 40);
 const _: () = assert!(ND_MSG_LEN == 24);
 const _: () = assert!(NA_PACKET_LEN == 72);
+const _: () = assert!(ND_MAX_OPT_BYTES.is_multiple_of(ND_OPT_UNIT));
 
 /// IPv6 address classes and the multicast groups ND uses (RFC 4291).
 pub mod ipv6 {

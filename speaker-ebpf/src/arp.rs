@@ -12,6 +12,7 @@ use speaker_common::{
 use crate::{
     L2, Verdict, maps,
     packet::{be16, be32, mac_eq, ptr_at},
+    sender,
 };
 
 #[inline(always)]
@@ -38,17 +39,15 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext, l2: L2) -> Verdict {
     {
         return Verdict::pass(Reason::PassBadSender);
     }
-    // A frame whose sender is one of our VIPs: with our MAC it is our own
-    // (Linux rejects a local source address); with another MAC it is a
-    // conflict the agent must hear about. Either way it is not answered.
-    if spa != 0 && maps::maybe_vip(filter_slot_v4(&arp.spa)) {
-        let key = VipKey::ipv4(ifindex, l2.vlan_id, arp.spa);
-        if let Some(entry) = maps::vip(&key) {
-            if mac_eq(&entry.mac, &arp.sha) {
-                return Verdict::pass(Reason::PassOwnSender);
-            }
-            maps::record_conflict(&key, arp.sha);
-            return Verdict::pass(Reason::Conflict);
+    // A frame from one of our VIPs, ours or a conflict, is not answered.
+    if spa != 0 {
+        let sender = sender::classify(
+            filter_slot_v4(&arp.spa),
+            || VipKey::ipv4(ifindex, l2.vlan_id, arp.spa),
+            &arp.sha,
+        );
+        if let Some(reason) = sender.refusal() {
+            return Verdict::pass(reason);
         }
     }
     if be16(&arp.op) != ARPOP_REQUEST {
@@ -68,7 +67,7 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext, l2: L2) -> Verdict {
     if !mac_eq(&eth.dst, &ETH_BROADCAST) && !mac_eq(&eth.dst, &entry.mac) {
         return Verdict::pass(Reason::PassEthDst);
     }
-    if entry.expires_ns != 0 && maps::now_ns() >= entry.expires_ns {
+    if !entry.is_live(maps::now_ns()) {
         return Verdict::pass(Reason::PassExpired);
     }
     rewrite_into_reply(eth, arp, &entry.mac);

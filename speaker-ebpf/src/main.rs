@@ -3,16 +3,18 @@
 //! returning XDP_TX. Everything else is passed untouched. Each frame bumps
 //! exactly one per-CPU counter saying why.
 //!
-//! The pure-Rust model in `speaker/src/dataplane/model.rs` states the same
-//! decision; the tests run this program against it with BPF_PROG_TEST_RUN.
+//! The pure-Rust model in `tests/src/model.rs` states the same decision;
+//! the tests run this program against it with BPF_PROG_TEST_RUN.
 
 #![no_std]
 #![no_main]
 
 mod arp;
+mod checksum;
 mod maps;
 mod ndp;
 mod packet;
+mod sender;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use speaker_common::{

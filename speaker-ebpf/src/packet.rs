@@ -44,16 +44,3 @@ pub fn addr_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {
     }
     diff == 0
 }
-
-/// Sum of the big-endian 16-bit words of `b` (N even), for the Internet
-/// checksum; callers fold it.
-#[inline(always)]
-pub fn sum16<const N: usize>(b: &[u8; N]) -> u32 {
-    let mut sum = 0u32;
-    let mut i = 0;
-    while i + 1 < N {
-        sum += u32::from(b[i]) << 8 | u32::from(b[i + 1]);
-        i += 2;
-    }
-    sum
-}

@@ -7,9 +7,8 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
+use speaker_common::wire::ARPHRD_ETHER;
 use thiserror::Error;
-
-const ARPHRD_ETHER: u16 = 1;
 
 #[derive(Debug, Error)]
 pub enum NetdevError {

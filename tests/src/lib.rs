@@ -9,6 +9,7 @@ pub mod capture;
 pub mod cluster;
 pub mod frames;
 pub mod lan;
+pub mod model;
 pub mod netns;
 pub mod programs;
 pub mod scenario;

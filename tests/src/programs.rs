@@ -9,6 +9,11 @@ use aya::{
 
 use crate::netns::Netns;
 
+/// Test and benchmark programs (`testbed_pass`, `testbed_swap_macs`),
+/// embedded here so that the agent binary does not carry them (build.rs).
+/// Empty when built without `cargo xtask`.
+pub static TESTBED: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/testbed"));
+
 /// `testbed_pass` attached in native mode to `ifname` in `ns`, detached on
 /// drop. On veth, XDP_TX frames reach the peer only when the peer has an
 /// XDP program, so every veth end facing a responder gets this.
@@ -19,7 +24,7 @@ pub struct PassProgram {
 impl PassProgram {
     pub fn attach(ns: &Netns, ifname: &str) -> Result<Self> {
         let ebpf = ns.enter(|| -> Result<Ebpf> {
-            let mut ebpf = Ebpf::load(speaker::dataplane::TESTBED)
+            let mut ebpf = Ebpf::load(TESTBED)
                 .context("cannot load the testbed object (built by `cargo xtask build-ebpf`)")?;
             let prog: &mut Xdp = ebpf
                 .program_mut("testbed_pass")
@@ -71,7 +76,7 @@ pub fn test_run(prog: &Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> Result<R
 
 /// The testbed object loaded with both helper programs ready to run.
 pub fn load_testbed() -> Result<Ebpf> {
-    let mut ebpf = Ebpf::load(speaker::dataplane::TESTBED)
+    let mut ebpf = Ebpf::load(TESTBED)
         .context("cannot load the testbed object (built by `cargo xtask build-ebpf`)")?;
     for name in ["testbed_pass", "testbed_swap_macs"] {
         let prog: &mut Xdp = ebpf

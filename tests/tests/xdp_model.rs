@@ -1,17 +1,14 @@
 //! The loaded XDP program against the reference model
-//! (speaker::dataplane::model), through BPF_PROG_TEST_RUN: verdict, output
+//! (speaker_tests::model), through BPF_PROG_TEST_RUN: verdict, output
 //! bytes, the counter bumped and the conflict recorded must all agree.
 
 use std::collections::HashMap;
 
-use speaker::dataplane::{
-    Dataplane, SPEAKER_XDP,
-    model::{self, Action},
-    monotonic_now_ns,
-};
+use speaker::dataplane::{Dataplane, SPEAKER_XDP, monotonic_now_ns};
 use speaker_common::maps::{Counters, Reason, VipEntry, VipKey};
 use speaker_tests::{
     frames::{ALL_NODES, Arp, Nd, Rng, lladdr_option, solicited_node},
+    model::{self, Action},
     netns::Netns,
     programs::test_run,
     require_privileges,

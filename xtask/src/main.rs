@@ -80,7 +80,8 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// A `cargo` command for host crates, with the eBPF objects visible to speaker's build script.
+/// A `cargo` command for host crates, with the eBPF objects visible to the build scripts
+/// of speaker (the responder) and speaker-tests (the testbed programs).
 fn cargo(ebpf_dir: &Path) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace_root())

@@ -2,7 +2,6 @@
 //! it, pinning its maps, and reading and writing them.
 
 mod diff;
-pub mod model;
 mod objects;
 
 use std::{
@@ -17,7 +16,7 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 pub use diff::MapDiff;
-pub use objects::{SPEAKER_XDP, TESTBED};
+pub use objects::SPEAKER_XDP;
 use speaker_common::maps::{
     CONFLICTS_MAP, COUNTERS_MAP, Conflict, Counters, FILTER_MAP, FILTER_WORDS, PINNED_MAPS,
     VIPS_MAP, VipEntry, VipKey, XDP_PROGRAM, filter_slot,

@@ -1,11 +1,7 @@
-//! The eBPF objects embedded at build time (see build.rs).
+//! The eBPF object embedded at build time (see build.rs); the testbed
+//! programs are embedded by the test crate.
 
 /// The responder: `speaker_xdp` and its maps. Empty when built without
 /// `cargo xtask`.
 pub static SPEAKER_XDP: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/speaker-xdp"));
-
-/// Test and benchmark programs (`testbed_pass`, `testbed_swap_macs`); only
-/// the test crate refers to them, so the agent binary does not carry them.
-#[doc(hidden)]
-pub static TESTBED: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/testbed"));

@@ -7,7 +7,7 @@
 
 use speaker_common::{
     maps::{Reason, VipEntry, VipKey},
-    wire::icmpv6_checksum,
+    wire::{ND_MAX_OPT_BYTES, icmpv6_checksum},
 };
 
 /// XDP verdicts (linux/bpf.h `enum xdp_action`).
@@ -195,8 +195,6 @@ fn arp(at: &At, vips: &impl Vips) -> Step {
     })
 }
 
-/// Options the responder reads at most (speaker-ebpf/src/ndp.rs).
-pub const NDP_MAX_OPT_BYTES: usize = 64;
 const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 fn solicited_node(a: &[u8; 16]) -> [u8; 16] {
@@ -217,7 +215,7 @@ fn ndp(at: &At, vips: &impl Vips) -> Step {
     if f.len() < l4 + icmp_len {
         return Err(Reason::NdpTruncated);
     }
-    if !(24..=24 + NDP_MAX_OPT_BYTES).contains(&icmp_len) || (icmp_len - 24) % 8 != 0 {
+    if !(24..=24 + ND_MAX_OPT_BYTES).contains(&icmp_len) || (icmp_len - 24) % 8 != 0 {
         return Err(Reason::NdpBadLength);
     }
     let src: [u8; 16] = bytes_at(f, o + 8);
