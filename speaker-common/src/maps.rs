@@ -96,7 +96,7 @@ pub struct VipEntry {
     /// The MAC to answer with (the interface's own).
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
-    /// Dead-man's switch: `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) after which
+    /// Dead-man's switch: `bpf_ktime_get_boot_ns()` (CLOCK_BOOTTIME) after which
     /// the program stops answering; 0 = never expires.
     pub expires_ns: u64,
 }
@@ -116,7 +116,7 @@ impl VipEntry {
 pub struct Conflict {
     /// Frames seen.
     pub count: u64,
-    /// `bpf_ktime_get_ns()` of the latest one.
+    /// `bpf_ktime_get_boot_ns()` of the latest one.
     pub last_seen_ns: u64,
     /// Sender MAC of the latest one.
     pub last_mac: [u8; 6],

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_ANY,
     btf_maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_boot_ns,
     macros::btf_map,
 };
 use speaker_common::maps::{
@@ -41,10 +41,13 @@ pub fn vip(key: &VipKey) -> Option<VipEntry> {
     VIPS.get_ptr(key).map(|p| unsafe { core::ptr::read(p) })
 }
 
+/// CLOCK_BOOTTIME, which keeps counting through a suspend: an entry whose
+/// owner slept past its expiry must not answer on resume (CLOCK_MONOTONIC
+/// stops while suspended).
 #[inline(always)]
 pub fn now_ns() -> u64 {
-    // SAFETY: helper without preconditions.
-    unsafe { bpf_ktime_get_ns() }
+    // SAFETY: helper without preconditions (kernel 5.8+).
+    unsafe { bpf_ktime_get_boot_ns() }
 }
 
 #[inline(always)]

@@ -25,7 +25,7 @@ use tracing::{debug, info, info_span, warn};
 
 use crate::{
     announce::{self, Announcer, BurstSettings, PacketSocket},
-    dataplane::{AttachMode, Dataplane, DataplaneError, MapDiff, error_chain, monotonic_now_ns},
+    dataplane::{AttachMode, Dataplane, DataplaneError, MapDiff, error_chain, now_ns},
     election::Mono,
     netdev::{Interface, Link, Membership, fmt_mac},
 };
@@ -161,7 +161,7 @@ impl Answerer {
         let Some(a) = self.vips.get_mut(&vip) else {
             return Ok(());
         };
-        let now = monotonic_now_ns();
+        let now = now_ns();
         let lapsed = a.expires != VipEntry::NEVER && a.expires <= now;
         if lapsed {
             warn!(%vip, late_ms = (now - a.expires) / 1_000_000,
@@ -205,7 +205,7 @@ impl Answerer {
     /// Sends the announcements due at `now`. Each is checked at send time:
     /// a VIP no longer answered, or whose entry has lapsed, is not announced.
     pub fn send_due(&mut self, now: Instant) {
-        let mono = monotonic_now_ns();
+        let mono = now_ns();
         for (vip, link) in self.announcer.due(now) {
             let live = self
                 .vips

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::{
     answer::Answerer,
     config::StaticConfig,
-    dataplane::{Dataplane, monotonic_now_ns},
+    dataplane::{Dataplane, now_ns},
     netdev::Link,
 };
 
@@ -43,7 +43,7 @@ async fn serve(
     for link in &cfg.links {
         answer.attach(&link.iface)?;
     }
-    let expiry = || monotonic_now_ns() + cfg.hold_time.as_nanos() as u64;
+    let expiry = || now_ns() + cfg.hold_time.as_nanos() as u64;
     for vip in &cfg.vips {
         let links: Vec<Link> = vip.links.iter().map(|&i| cfg.links[i].clone()).collect();
         answer.install(vip.addr, &links, expiry())?;

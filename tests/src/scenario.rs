@@ -177,7 +177,7 @@ impl Scenario {
 
     /// The nodes whose BPF map holds an unexpired entry for the VIP.
     pub fn answering_by_map(&self, vip: &str) -> Vec<String> {
-        let now = speaker::dataplane::monotonic_now_ns();
+        let now = speaker::dataplane::now_ns();
         let Ok(addr) = vip.parse::<std::net::IpAddr>() else {
             return Vec::new();
         };

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use speaker::dataplane::{Dataplane, SPEAKER_XDP, monotonic_now_ns};
+use speaker::dataplane::{Dataplane, SPEAKER_XDP, now_ns};
 use speaker_common::maps::{Counters, Reason, VipEntry, VipKey};
 use speaker_tests::{
     frames::{ALL_NODES, Arp, Nd, Rng, lladdr_option, solicited_node},
@@ -109,7 +109,7 @@ impl Harness {
     /// Runs one frame through program and model; panics with `name` and the
     /// frame on any difference. Returns the model's outcome.
     fn check(&mut self, name: &str, frame: &[u8], ifindex: u32) -> model::Outcome {
-        let want = model::respond(frame, ifindex, monotonic_now_ns(), &self.mirror);
+        let want = model::respond(frame, ifindex, now_ns(), &self.mirror);
         let prog = self.dp.program().expect("program");
         let counters_before = self.dp.counters().expect("counters");
         let conflicts_before = self.conflicts();
@@ -743,5 +743,24 @@ fn seeded_random_and_mutated_frames() {
         // would prove little.
         assert!(answered > 300, "only {answered} frames were answered");
         assert_eq!(h.checked, 10_500);
+    });
+}
+
+/// The dead-man's switch reads CLOCK_BOOTTIME, the clock the agent writes
+/// expiries in: CLOCK_MONOTONIC stops while the machine is suspended, and
+/// an entry would outlive its owner's sleep. Both clocks agree on a machine
+/// that never slept, so the program's own instructions are what tell.
+#[test]
+fn the_dead_mans_switch_reads_the_boot_time_clock() {
+    with_harness(|h| {
+        let program = h.dp.program().expect("program");
+        let id = program.info().expect("program info").id();
+        let out = std::process::Command::new("bpftool")
+            .args(["prog", "dump", "xlated", "id", &id.to_string()])
+            .output()
+            .expect("bpftool");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("bpf_ktime_get_boot_ns"), "{text}");
+        assert!(!text.contains("bpf_ktime_get_ns"), "{text}");
     });
 }

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::{
     answer::Answerer,
     config::AgentConfig,
-    dataplane::{Dataplane, error_chain, monotonic_now_ns},
+    dataplane::{Dataplane, error_chain, now_ns},
     election::{Action, Election, Event, Mono},
     eligibility,
     k8s::{
@@ -58,7 +58,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     info!(node = %cfg.node, namespace = %cfg.namespace, "agent started");
 
     loop {
-        let now = monotonic_now_ns();
+        let now = now_ns();
         let wake = mono_to_instant(agent.election.next_wakeup(now), now)
             .min(agent.answer.next_announcement().unwrap_or(far()));
         let mut events = Vec::new();
@@ -187,7 +187,7 @@ fn instance_id() -> String {
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
     if n != bytes.len() as isize {
         // No entropy yet (very early boot): the pid and the time will do.
-        let t = monotonic_now_ns() ^ u64::from(std::process::id()) << 40;
+        let t = now_ns() ^ u64::from(std::process::id()) << 40;
         bytes = t.to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -220,7 +220,7 @@ impl Agent {
         self.pending.push(ev);
         while !self.pending.is_empty() {
             for ev in std::mem::take(&mut self.pending) {
-                for action in self.election.handle(monotonic_now_ns(), ev) {
+                for action in self.election.handle(now_ns(), ev) {
                     self.act(action);
                 }
             }

@@ -15,7 +15,7 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
-    dataplane::monotonic_now_ns,
+    dataplane::now_ns,
     election::{Event, Mono, WriteOutcome},
     k8s::leases::{LeaseError, Leases},
     metrics::{self, Metrics},
@@ -70,7 +70,7 @@ impl Requests {
 
     /// Renews the node lease; answers [`Event::RenewDone`] with the send time.
     pub fn renew(&self) {
-        let sent_at: Mono = monotonic_now_ns();
+        let sent_at: Mono = now_ns();
         let (leases, events, metrics, limit) = self.handles();
         let superseded = self.superseded.clone();
         tokio::spawn(async move {

@@ -512,15 +512,18 @@ fn mount_bpffs(at: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads, in
-/// which VIP expiries are written.
-pub fn monotonic_now_ns() -> u64 {
+/// CLOCK_BOOTTIME in nanoseconds: the clock `bpf_ktime_get_boot_ns` reads,
+/// in which VIP expiries are written. Unlike CLOCK_MONOTONIC it counts time
+/// suspended, so an entry whose owner slept past its expiry is dead on
+/// resume, and a renewal sent before the sleep extends nothing after it.
+pub fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime into a valid timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: clock_gettime into a valid timespec; CLOCK_BOOTTIME exists
+    // on every kernel that runs the program (5.8+).
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

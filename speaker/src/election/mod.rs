@@ -8,7 +8,7 @@
 //!   ownership term.
 //!
 //! The owner's data-plane entries expire at "send time of its last
-//! successful node-lease renewal + renew deadline", on its own monotonic
+//! successful node-lease renewal + renew deadline", on its own boot-time
 //! clock. A follower takes a VIP over only after seeing the owner's node
 //! lease unchanged for a whole lease duration on *its* clock, and after a
 //! fresh read shows it still unchanged; lease duration > renew deadline
@@ -32,7 +32,7 @@ use std::{
 
 use thiserror::Error;
 
-/// A node's CLOCK_MONOTONIC in nanoseconds: the clock data-plane expiries
+/// A node's CLOCK_BOOTTIME in nanoseconds: the clock data-plane expiries
 /// are written in.
 pub type Mono = u64;
 

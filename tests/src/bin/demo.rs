@@ -89,7 +89,7 @@ fn main() -> Result<()> {
     step("Inspect with bpftool");
     let pins = agent.bpffs.display().to_string();
     bpftool(&["map", "dump", "pinned", &format!("{pins}/VIPS")])?;
-    println!("(expires_ns is CLOCK_MONOTONIC: the agent pushes it forward every 500 ms)");
+    println!("(expires_ns is CLOCK_BOOTTIME: the agent pushes it forward every 500 ms)");
     let counters = speaker_tests::bpftool::counters(&agent.bpffs)?;
     println!(
         "counters (summed over CPUs, non-zero): {:?}",
