@@ -22,6 +22,8 @@ mod refusal;
 mod request;
 mod sharing;
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
