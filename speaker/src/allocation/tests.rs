@@ -519,6 +519,28 @@ fn prefer_dual_stack_gains_the_missing_family_from_its_pool() {
 }
 
 #[test]
+fn addresses_of_the_wrong_families_are_given_up() {
+    let mut a = world(&[pool("a", &["198.18.0.0/30", "2001:db8::/126"], json!({}))]);
+    // An IPv4 Service whose status shows an IPv6 address.
+    let s = svc("s", json!({"status": ["2001:db8::3"]}));
+    assert!(a.restore(&s).is_empty());
+    assert_eq!(a.update(&s), got(&["198.18.0.0"]));
+    assert_eq!(a.users(ip("2001:db8::3")).count(), 0);
+    // Now RequireDualStack: one address is not enough.
+    let dual = svc(
+        "s",
+        json!({"families": ["IPv4", "IPv6"], "policy": "RequireDualStack", "status": ["198.18.0.0"]}),
+    );
+    assert_eq!(a.update(&dual), got(&["198.18.0.0", "2001:db8::"]));
+    // Back to SingleStack IPv6: two are too many.
+    let single = svc(
+        "s",
+        json!({"families": ["IPv6"], "status": ["198.18.0.0", "2001:db8::"]}),
+    );
+    assert_eq!(a.update(&single), got(&["2001:db8::"]));
+}
+
+#[test]
 fn port_clash_after_an_edit_moves_the_service() {
     let mut a = world(&[pool("a", &["198.18.0.0/30"], json!({}))]);
     let share = |id: &str, ports: Value, status: &[&str]| {
