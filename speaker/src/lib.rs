@@ -5,6 +5,7 @@
 //! configured from `config`; `answer` does the answering for all of them.
 
 pub mod agent;
+pub mod allocation;
 pub mod announce;
 pub mod answer;
 pub mod config;

@@ -29,10 +29,37 @@ pub struct IPAddressPoolSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub avoid_buggy_i_ps: Option<bool>,
-    /// Allocation preferences (priority, namespaces, selectors): the
-    /// allocator's business, kept verbatim.
+    /// Allocation preferences, kept verbatim so that a malformed one is
+    /// reported on the pool instead of hiding the whole object from a
+    /// watch; read it with [`IPAddressPoolSpec::service_allocation`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_allocation: Option<serde_json::Value>,
+}
+
+impl IPAddressPoolSpec {
+    /// `serviceAllocation`, typed.
+    pub fn service_allocation(&self) -> Result<Option<ServiceAllocation>, serde_json::Error> {
+        self.service_allocation
+            .as_ref()
+            .map(ServiceAllocation::deserialize)
+            .transpose()
+    }
+}
+
+/// Which Services a pool serves when none asked for it, and in which order
+/// pools are tried.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAllocation {
+    /// Lower is tried first; absent (or 0) comes after every priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespace_selectors: Vec<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_selectors: Vec<LabelSelector>,
 }
 
 /// Counters MetalLB's controller writes; read-only for us.
@@ -194,6 +221,31 @@ mod tests {
         assert_eq!(adv.spec.ip_address_pools, Some(vec!["first".to_owned()]));
         assert_eq!(adv.spec.interfaces, Some(vec!["eth0".to_owned()]));
         assert_eq!(adv.spec.node_selectors.map(|s| s.len()), Some(1));
+    }
+
+    #[test]
+    fn service_allocation_reads_typed_or_reports_why_not() {
+        let mut spec: IPAddressPoolSpec = serde_json::from_value(json!({
+            "addresses": ["198.18.0.0/28"],
+            "serviceAllocation": {
+                "priority": 50,
+                "namespaces": ["a"],
+                "namespaceSelectors": [{"matchLabels": {"team": "x"}}],
+                "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "Exists"}]}],
+                "future": true
+            }
+        }))
+        .expect("spec");
+        let alloc = spec.service_allocation().expect("typed").expect("present");
+        assert_eq!(alloc.priority, Some(50));
+        assert_eq!(alloc.namespaces, vec!["a".to_owned()]);
+        assert_eq!(alloc.namespace_selectors.len(), 1);
+        assert_eq!(alloc.service_selectors.len(), 1);
+
+        spec.service_allocation = None;
+        assert_eq!(spec.service_allocation().expect("absent"), None);
+        spec.service_allocation = Some(json!({"priority": "high"}));
+        assert!(spec.service_allocation().is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 /// An inclusive range of addresses of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct AddrRange {
+pub(crate) struct AddrRange {
     start: IpAddr,
     end: IpAddr,
 }
@@ -14,7 +14,7 @@ impl AddrRange {
     /// (spaces around the dash allowed, as MetalLB trims them). A CIDR may
     /// have host bits set (`198.18.0.5/28` is `198.18.0.0/28`), as Go's
     /// `net.ParseCIDR` that MetalLB uses allows.
-    pub(super) fn parse(entry: &str) -> Result<Self, String> {
+    pub(crate) fn parse(entry: &str) -> Result<Self, String> {
         let entry = entry.trim();
         if let Some((start, end)) = entry.split_once('-') {
             let start = parse_ip(start.trim())?;
@@ -58,11 +58,21 @@ impl AddrRange {
         }
     }
 
-    pub(super) fn contains(&self, ip: IpAddr) -> bool {
+    /// The first address of the range.
+    pub(crate) fn start(&self) -> IpAddr {
+        self.start
+    }
+
+    /// The last address of the range (inclusive).
+    pub(crate) fn end(&self) -> IpAddr {
+        self.end
+    }
+
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         ip.is_ipv4() == self.start.is_ipv4() && self.start <= ip && ip <= self.end
     }
 
-    pub(super) fn overlaps(&self, other: &AddrRange) -> bool {
+    pub(crate) fn overlaps(&self, other: &AddrRange) -> bool {
         self.start.is_ipv4() == other.start.is_ipv4()
             && self.start <= other.end
             && other.start <= self.end

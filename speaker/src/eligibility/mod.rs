@@ -4,8 +4,8 @@
 //! per VIP among the nodes the plan allows. The rules, each with the test
 //! that proves it, are in docs/eligibility.md.
 
-mod addresses;
-mod selectors;
+pub(crate) mod addresses;
+pub(crate) mod selectors;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +43,21 @@ pub struct Settings {
     pub load_balancer_class: Option<String>,
     /// Services without a `loadBalancerClass` are announced too.
     pub announce_classless: bool,
+}
+
+impl Settings {
+    /// A `LoadBalancer` Service of ours: its class is ours, or it has none
+    /// and classless Services are ours too.
+    pub fn selects(&self, svc: &Service) -> bool {
+        let Some(spec) = svc.spec.as_ref() else {
+            return false;
+        };
+        spec.type_.as_deref() == Some("LoadBalancer")
+            && match &spec.load_balancer_class {
+                Some(class) => self.load_balancer_class.as_ref() == Some(class),
+                None => self.announce_classless,
+            }
+    }
 }
 
 /// Names a Kubernetes object; `namespace` is empty for cluster-scoped ones.
@@ -383,14 +398,7 @@ fn announced_service<'a>(
 ) -> Option<Announced<'a>> {
     let (namespace, name) = ns_name(&svc.metadata)?;
     let spec = svc.spec.as_ref()?;
-    if spec.type_.as_deref() != Some("LoadBalancer") {
-        return None;
-    }
-    let ours = match &spec.load_balancer_class {
-        Some(class) => settings.load_balancer_class.as_ref() == Some(class),
-        None => settings.announce_classless,
-    };
-    if !ours {
+    if !settings.selects(svc) {
         return None;
     }
     let object = ObjectRef::new("Service", namespace, name);

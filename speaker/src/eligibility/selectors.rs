@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// A checked label selector: all requirements must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Selector(Vec<Requirement>);
+pub(crate) struct Selector(Vec<Requirement>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Requirement {
@@ -27,7 +27,7 @@ impl Selector {
     /// Checks `sel` as the API server does for built-in objects (it does
     /// not for custom resources): operators In, NotIn, Exists and
     /// DoesNotExist; values required for In/NotIn, forbidden otherwise.
-    pub(super) fn parse(sel: &LabelSelector) -> Result<Self, String> {
+    pub(crate) fn parse(sel: &LabelSelector) -> Result<Self, String> {
         let mut reqs = Vec::new();
         for (key, value) in sel.match_labels.iter().flatten() {
             let values = BTreeSet::from([value.clone()]);
@@ -66,7 +66,7 @@ impl Selector {
     }
 
     /// An empty selector matches everything.
-    pub(super) fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub(crate) fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.0.iter().all(|req| {
             let value = labels.get(&req.key);
             match &req.op {
@@ -81,7 +81,7 @@ impl Selector {
 
 /// What a list of selectors picks: the union of its selectors.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Selection {
+pub(crate) enum Selection {
     /// The list was absent or empty.
     All,
     /// The valid selectors of the list; a bad one was dropped, so it
@@ -91,7 +91,7 @@ pub(super) enum Selection {
 
 impl Selection {
     /// Parses a list of selectors; the errors name the bad ones by index.
-    pub(super) fn parse(list: &[LabelSelector], field: &str) -> (Self, Vec<String>) {
+    pub(crate) fn parse(list: &[LabelSelector], field: &str) -> (Self, Vec<String>) {
         if list.is_empty() {
             return (Self::All, Vec::new());
         }
@@ -106,7 +106,7 @@ impl Selection {
         (Self::AnyOf(good), errors)
     }
 
-    pub(super) fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    pub(crate) fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         match self {
             Self::All => true,
             Self::AnyOf(sels) => sels.iter().any(|s| s.matches(labels)),
