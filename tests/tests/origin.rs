@@ -6,8 +6,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use speaker_tests::{
-    apiserver::Match, capture::Capture, frames::Arp, require_privileges, scenario::Scenario,
-    topology::ipv4, wait_for,
+    apiserver::{LEASES, Match},
+    capture::Capture,
+    frames::Arp,
+    require_privileges,
+    scenario::Scenario,
+    topology::ipv4,
+    wait_for,
 };
 
 const VIP: &str = "198.18.0.10";
@@ -272,6 +277,44 @@ fn a_new_mac_on_the_owners_interface_is_answered_and_announced() {
     );
     assert_eq!(client_resolves(&s), Some(new_mac));
     assert_eq!(s.holder(VIP), Some(owner), "ownership moved");
+}
+
+#[test]
+fn a_record_rolled_back_never_makes_two_nodes_answer() {
+    let mut s = running(&[VIP]);
+    let first = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let name = speaker::k8s::leases::vip_lease_name(VIP.parse().expect("VIP"));
+    let c = &s.lan.cluster;
+    let mut old = c.get(&LEASES, &name).expect("get").expect("record");
+    // A handover, and the first owner back: the record's history now has
+    // an older holder to go back to.
+    let i = s.index(&first);
+    let mut a = s.take(&first).expect("agent");
+    assert!(a.terminate().expect("stop").success(), "{}", a.log());
+    let second = s.settled(VIP, Duration::from_secs(3), |h| h != first);
+    s.start(i).expect("restart");
+
+    let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
+    let mut prober = probe(&s, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    // The store goes back to the first owner's record (a restore).
+    old["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("resourceVersion");
+    s.lan.cluster.replace(&LEASES, old).expect("roll back");
+    let _ = prober.wait();
+    let replies = vip_replies(&s, cap);
+
+    let (was, now) = (mac_of(&s, &first), mac_of(&s, &second));
+    assert!(
+        replies.iter().all(|(_, m)| *m == now),
+        "another node answered: {} replies from the restored holder",
+        replies.iter().filter(|(_, m)| *m == was).count()
+    );
+    let (holder, term, _) = s.record(VIP).expect("record");
+    assert_eq!(holder.as_deref(), Some(second.as_str()), "the VIP moved");
+    assert!(term > 2, "not claimed back above every term seen ({term})");
 }
 
 /// Probes the VIP from the client with arping, every 20 ms, `count` times.

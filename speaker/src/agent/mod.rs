@@ -231,6 +231,7 @@ impl Agent {
         match action {
             Action::RenewNodeLease => self.requests.renew(),
             Action::ReadNodeLease { req, node } => self.requests.read_node(req, node),
+            Action::ReadRecord { vip } => self.requests.read_record(vip),
             Action::WriteRecord {
                 req,
                 vip,

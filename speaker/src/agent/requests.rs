@@ -109,6 +109,18 @@ impl Requests {
         });
     }
 
+    /// Reads a VIP's record afresh; answers [`Event::RecordRead`].
+    pub fn read_record(&self, vip: std::net::IpAddr) {
+        let (leases, events, _, limit) = self.handles();
+        tokio::spawn(async move {
+            let (record, ok) = match timeout(limit, leases.read_record(vip)).await {
+                Ok(Ok(record)) => (record, true),
+                _ => (None, false),
+            };
+            let _ = events.send(Event::RecordRead { vip, record, ok });
+        });
+    }
+
     /// Writes a VIP's record; answers [`Event::WriteDone`].
     pub fn write_record(
         &self,

@@ -180,6 +180,13 @@ pub enum Event {
     /// The first complete list of records has been seen: a VIP without one
     /// is truly free.
     RecordsSynced,
+    /// A fresh read of a VIP's record (see [`Action::ReadRecord`]); `None`:
+    /// it does not exist. Ignored when `ok` is false.
+    RecordRead {
+        vip: IpAddr,
+        record: Option<Record>,
+        ok: bool,
+    },
     /// A fresh read of a node lease (see [`Action::ReadNodeLease`]).
     NodeLeaseRead {
         req: u64,
@@ -208,6 +215,9 @@ pub enum Action {
     RenewNodeLease,
     /// Read a node lease afresh (not from a watch cache).
     ReadNodeLease { req: u64, node: String },
+    /// Read a VIP's record afresh, after a write lost to one we had not
+    /// seen; answer with [`Event::RecordRead`].
+    ReadRecord { vip: IpAddr },
     /// Write a VIP's record: create it when `expect` is `None`, else replace
     /// it only if its resourceVersion is still `expect`.
     WriteRecord {
@@ -238,7 +248,7 @@ pub enum VipState {
         req: u64,
         holder: String,
         rv: Option<String>,
-        record_rv: String,
+        record_rv: Option<String>,
     },
     /// Claim (term `term`) in flight.
     Claiming { req: u64, term: u64 },
@@ -250,7 +260,14 @@ pub enum VipState {
 
 #[derive(Debug)]
 struct Vip {
+    /// The record as the server last showed it.
     record: Option<Record>,
+    /// The newest record ever seen (by term): ownership to respect when the
+    /// store went back to an older record (a restore, a Lease re-created).
+    newest: Option<Record>,
+    /// The resourceVersion of our own write, until the watch shows it:
+    /// older watch events meanwhile predate it.
+    unseen_write: Option<String>,
     eligible: bool,
     candidates: Vec<String>,
     state: VipState,
@@ -264,12 +281,68 @@ impl Vip {
     fn new() -> Self {
         Self {
             record: None,
+            newest: None,
+            unseen_write: None,
             eligible: false,
             candidates: Vec::new(),
             state: VipState::Following,
             free_since: None,
             retry_at: 0,
         }
+    }
+
+    /// Takes `record` as the server's current one, keeping the newest seen.
+    fn observe(&mut self, record: Option<Record>) {
+        if let Some(r) = &record
+            && self.newest.as_ref().is_none_or(|n| r.age() > n.age())
+        {
+            self.newest = Some(r.clone());
+        }
+        self.record = record;
+    }
+
+    /// A record from the watch. While our own write is unseen there, an
+    /// older one predates it and is skipped; anything else is the server's
+    /// state now, even at a lower term (a restore).
+    fn watched(&mut self, record: Option<Record>) {
+        if let Some(ours) = &self.unseen_write {
+            let is_ours = record.as_ref().is_some_and(|r| &r.rv == ours);
+            let older = match (&record, &self.record) {
+                (Some(new), Some(cur)) => new.age() < cur.age(),
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if !is_ours && older {
+                return;
+            }
+        }
+        self.unseen_write = None;
+        self.observe(record);
+    }
+
+    /// The ownership to act on: the current record, unless the store went
+    /// back to an older one; then the newest seen, whose holder may still
+    /// be answering and must be taken over from as any holder is.
+    fn owner(&self) -> Option<&Record> {
+        match (&self.record, &self.newest) {
+            (Some(r), Some(n)) if n.age() > r.age() => Some(n),
+            (None, Some(n)) => Some(n),
+            (r, _) => r.as_ref(),
+        }
+    }
+
+    fn holder(&self) -> Option<&str> {
+        self.owner()?.holder.as_deref()
+    }
+
+    /// The term a claim writes: above every term seen.
+    fn next_term(&self) -> u64 {
+        self.owner().map_or(0, |r| r.term) + 1
+    }
+
+    /// The precondition of the next write: the record as it is now.
+    fn expect(&self) -> Option<String> {
+        self.record.as_ref().map(|r| r.rv.clone())
     }
 }
 
@@ -407,14 +480,22 @@ impl Election {
                 }
             }
             Event::Record { vip, record } => {
-                let v = self.vips.entry(vip).or_insert_with(Vip::new);
-                match (&v.record, record) {
-                    (_, None) => v.record = None,
-                    (Some(old), Some(new)) if new.age() < old.age() => {}
-                    (_, Some(new)) => v.record = Some(new),
+                self.vips
+                    .entry(vip)
+                    .or_insert_with(Vip::new)
+                    .watched(record);
+            }
+            Event::RecordRead { vip, record, ok } => {
+                if ok && let Some(v) = self.vips.get_mut(&vip) {
+                    v.unseen_write = None;
+                    v.observe(record);
                 }
             }
-            Event::RecordsSynced => self.records_synced = true,
+            Event::RecordsSynced => {
+                // A complete list is the server's state: nothing predates it.
+                self.records_synced = true;
+                self.vips.values_mut().for_each(|v| v.unseen_write = None);
+            }
             Event::NodeLeaseRead { req, rv, ok } => self.verified(now, req, rv, ok, &mut out),
             Event::WriteDone { req, outcome } => self.written(now, req, outcome, &mut out),
             Event::Eligibility {
@@ -448,7 +529,7 @@ impl Election {
         ok: bool,
         out: &mut Vec<Action>,
     ) {
-        let waiting: Vec<(IpAddr, String, Option<String>, String)> = self
+        let waiting: Vec<(IpAddr, String, Option<String>, Option<String>)> = self
             .vips
             .iter()
             .filter_map(|(vip, v)| match &v.state {
@@ -483,16 +564,19 @@ impl Election {
                 continue;
             };
             v.state = VipState::Following;
-            let Some(r) = v.record.as_ref() else {
-                continue;
-            };
             // Only the record as it was when the wait began may be replaced.
-            if ok && rv == expected && unchanged && v.eligible && !stopping && r.rv == record_rv {
-                let term = r.term + 1;
+            if ok
+                && rv == expected
+                && unchanged
+                && v.eligible
+                && !stopping
+                && v.expect() == record_rv
+            {
+                let term = v.next_term();
                 out.push(Action::WriteRecord {
                     req: write,
                     vip,
-                    expect: Some(record_rv),
+                    expect: record_rv,
                     holder: Some(me.clone()),
                     term,
                 });
@@ -522,7 +606,11 @@ impl Election {
                     record.term == t && record.holder.as_deref() == Some(me.as_str())
                 });
                 if v.record.as_ref().is_none_or(|r| record.age() >= r.age()) {
-                    v.record = Some(record);
+                    // Unless the watch has shown it already.
+                    if v.expect().as_ref() != Some(&record.rv) {
+                        v.unseen_write = Some(record.rv.clone());
+                    }
+                    v.observe(Some(record));
                 }
                 // A late answer is harmless: a newer record than our claim
                 // (seen on the watch meanwhile) means we lost it already.
@@ -541,6 +629,11 @@ impl Election {
                 }
             }
             WriteOutcome::Conflict | WriteOutcome::Failed => {
+                if outcome == WriteOutcome::Conflict {
+                    // Someone wrote a record we have not seen (or the store
+                    // went back): read it rather than retry blind.
+                    out.push(Action::ReadRecord { vip: *vip });
+                }
                 v.retry_at = now + ns(self.t.stagger).max(50_000_000);
             }
         }
@@ -553,7 +646,7 @@ impl Election {
         let holders: Vec<String> = self
             .vips
             .values()
-            .filter_map(|v| v.record.as_ref()?.holder.clone())
+            .filter_map(|v| v.holder().map(str::to_string))
             .chain(
                 self.vips
                     .values()
@@ -591,7 +684,7 @@ impl Election {
         // Contend only while our own lease lets us answer.
         self.own_live_until(now)?;
         let due = |at: Mono| at.max(v.retry_at);
-        let holder = v.record.as_ref().and_then(|r| r.holder.as_deref());
+        let holder = v.holder();
         if holder == Some(self.me.as_str()) {
             // Ours on record but not answered (restart, or lapse): a new
             // term first, whatever the ranking.
@@ -608,7 +701,7 @@ impl Election {
                 let mut at = v.free_since.unwrap_or(now) + rank;
                 // (Only for a VIP never owned: a released one goes to the
                 // first-ranked node that is there now, at once.)
-                if rank > 0 && v.record.is_none() {
+                if rank > 0 && v.owner().is_none() {
                     at = at.max(self.started_at.unwrap_or(now) + ns(self.t.lease_duration));
                 }
                 Some((due(at), Step::Claim))
@@ -643,7 +736,8 @@ impl Election {
                 if current && !handover && now < expires {
                     return;
                 }
-                // Lost to a newer term, handing over, or lapsed (won back
+                // Lost to a newer term, the record held by anyone else at
+                // any term (a restore), handing over, or lapsed (won back
                 // only through a new term): stop answering first.
                 out.push(Action::Remove { vip });
                 if let Some(v) = self.vips.get_mut(&vip) {
@@ -657,7 +751,7 @@ impl Election {
                 }
             }
             VipState::Following => {
-                let free = v.record.as_ref().is_none_or(|r| r.holder.is_none());
+                let free = v.holder().is_none();
                 let step = self.next_step(v, now, rank);
                 let req = self.req();
                 let Some(v) = self.vips.get_mut(&vip) else {
@@ -675,10 +769,7 @@ impl Election {
                 match step {
                     Step::Release => Self::release(v, vip, req, out),
                     Step::Claim => {
-                        let (expect, term) = match &v.record {
-                            Some(r) => (Some(r.rv.clone()), r.term + 1),
-                            None => (None, 1),
-                        };
+                        let (expect, term) = (v.expect(), v.next_term());
                         out.push(Action::WriteRecord {
                             req,
                             vip,
@@ -711,14 +802,12 @@ impl Election {
             } if *h == holder && *r == rv => Some(*req),
             _ => None,
         });
-        if let Some(v) = self.vips.get_mut(&vip)
-            && let Some(record_rv) = v.record.as_ref().map(|r| r.rv.clone())
-        {
+        if let Some(v) = self.vips.get_mut(&vip) {
             v.state = VipState::Verifying {
                 req: shared.unwrap_or(req),
                 holder: holder.clone(),
                 rv,
-                record_rv,
+                record_rv: v.expect(),
             };
         }
         // Timed from now if we never saw this node's lease.
@@ -752,7 +841,7 @@ impl Election {
     fn ranks(&self, now: Mono) -> HashMap<IpAddr, usize> {
         let mut load: HashMap<&str, usize> = HashMap::new();
         for v in self.vips.values() {
-            if let Some(h) = v.record.as_ref().and_then(|r| r.holder.as_deref())
+            if let Some(h) = v.holder()
                 && self.peer_live(h, now)
             {
                 *load.entry(h).or_default() += 1;
@@ -760,7 +849,7 @@ impl Election {
         }
         let mut ranks = HashMap::new();
         for (vip, v) in &self.vips {
-            let holder = v.record.as_ref().and_then(|r| r.holder.as_deref());
+            let holder = v.holder();
             if holder.is_some_and(|h| self.peer_live(h, now)) {
                 // Served (its load counted above): nobody contends, ownership
                 // is sticky. Our own record without an answer is re-claimed
@@ -772,7 +861,7 @@ impl Election {
                 .iter()
                 .map(String::as_str)
                 .filter(|n| Some(*n) != holder || *n == self.me)
-                .filter(|n| v.record.as_ref().and_then(|r| r.released_by.as_deref()) != Some(*n))
+                .filter(|n| v.owner().and_then(|r| r.released_by.as_deref()) != Some(*n))
                 .filter(|n| self.peer_live(n, now))
                 .collect();
             order.sort_by_key(|n| {
@@ -844,4 +933,137 @@ fn score(node: &str, vip: &IpAddr) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(holder: &str, term: u64, rv: &str) -> Option<Record> {
+        Some(Record {
+            holder: Some(holder.to_string()),
+            term,
+            rv: rv.to_string(),
+            released_by: None,
+        })
+    }
+
+    /// A node owning `vip` whose claim showed on the watch before the
+    /// write's answer came back (both orders happen).
+    fn owner_seen_on_watch_first(vip: IpAddr) -> Election {
+        let mut e = Election::new("a", Timings::default());
+        e.handle(
+            0,
+            Event::Eligibility {
+                vip,
+                eligible: true,
+                candidates: vec!["a".into()],
+            },
+        );
+        e.handle(
+            1,
+            Event::RenewDone {
+                sent_at: 0,
+                ok: true,
+            },
+        );
+        let claim = e.handle(2, Event::RecordsSynced);
+        let Some(Action::WriteRecord { req, term: 1, .. }) = claim.last().cloned() else {
+            panic!("no claim: {claim:?}");
+        };
+        e.handle(
+            3,
+            Event::Record {
+                vip,
+                record: record("a", 1, "5"),
+            },
+        );
+        let won = e.handle(
+            4,
+            Event::WriteDone {
+                req,
+                outcome: WriteOutcome::Written(record("a", 1, "5").expect("record")),
+            },
+        );
+        assert!(
+            won.contains(&Action::Install {
+                vip,
+                expires: 1_500_000_000
+            }),
+            "{won:?}"
+        );
+        e
+    }
+
+    #[test]
+    fn an_owner_steps_down_when_its_record_goes_back_to_another_holder() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let mut e = owner_seen_on_watch_first(vip);
+        // A restore: the record as it was, another holder at a lower term.
+        let out = e.handle(
+            5,
+            Event::Record {
+                vip,
+                record: record("b", 0, "9"),
+            },
+        );
+        assert_eq!(out, vec![Action::Remove { vip }]);
+        // Won back above every term seen, over the restored record.
+        let out = e.handle(6, Event::Tick);
+        assert!(
+            out.iter().any(
+                |a| matches!(a, Action::WriteRecord { expect: Some(rv), term: 2, .. } if rv == "9")
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_follower_does_not_take_a_restored_record_naming_it_for_its_own() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let mut e = Election::new("b", Timings::default());
+        e.handle(
+            0,
+            Event::Eligibility {
+                vip,
+                eligible: true,
+                candidates: vec!["a".into(), "b".into()],
+            },
+        );
+        e.handle(
+            1,
+            Event::RenewDone {
+                sent_at: 0,
+                ok: true,
+            },
+        );
+        e.handle(
+            2,
+            Event::NodeLease {
+                node: "a".into(),
+                rv: Some("1".into()),
+            },
+        );
+        e.handle(
+            3,
+            Event::Record {
+                vip,
+                record: record("a", 3, "7"),
+            },
+        );
+        e.handle(4, Event::RecordsSynced);
+        let out = e.handle(
+            5,
+            Event::Record {
+                vip,
+                record: record("b", 2, "9"),
+            },
+        );
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::WriteRecord { .. } | Action::Install { .. })),
+            "claimed a restored record: {out:?}"
+        );
+        assert_eq!(e.state(&vip), Some(&VipState::Following));
+    }
 }

@@ -54,6 +54,9 @@ enum Req {
         req: u64,
         node: String,
     },
+    ReadRecord {
+        vip: IpAddr,
+    },
     Write {
         req: u64,
         vip: IpAddr,
@@ -122,6 +125,11 @@ struct Api {
     rv: u64,
     leases: BTreeMap<String, String>,
     records: BTreeMap<IpAddr, Record>,
+    /// The records after each write, by real time: what a restore goes
+    /// back to.
+    history: Vec<(u64, BTreeMap<IpAddr, Record>)>,
+    /// Record writes that reached the server.
+    writes: u64,
 }
 
 struct World {
@@ -294,6 +302,7 @@ impl World {
             }
             Action::RenewNodeLease => Req::Renew { sent_at: local },
             Action::ReadNodeLease { req, node } => Req::Read { req, node },
+            Action::ReadRecord { vip } => Req::ReadRecord { vip },
             Action::WriteRecord {
                 req,
                 vip,
@@ -352,6 +361,11 @@ impl World {
                 rv: None,
                 ok: false,
             },
+            Req::ReadRecord { vip } => Event::RecordRead {
+                vip: *vip,
+                record: None,
+                ok: false,
+            },
             Req::Write { req, .. } => Event::WriteDone {
                 req: *req,
                 outcome: WriteOutcome::Failed,
@@ -379,6 +393,11 @@ impl World {
                 rv: self.api.leases.get(&node).cloned(),
                 ok: true,
             },
+            Req::ReadRecord { vip } => Event::RecordRead {
+                vip,
+                record: self.api.records.get(&vip).cloned(),
+                ok: true,
+            },
             Req::Write {
                 req,
                 vip,
@@ -392,6 +411,7 @@ impl World {
                     (Some(rv), Some(r)) => *rv == r.rv,
                     _ => false,
                 };
+                self.api.writes += 1;
                 let outcome = if allowed {
                     self.api.rv += 1;
                     let released_by = holder.is_none().then(|| name.clone());
@@ -402,6 +422,8 @@ impl World {
                         released_by,
                     };
                     self.api.records.insert(vip, record.clone());
+                    let snapshot = (self.now, self.api.records.clone());
+                    self.api.history.push(snapshot);
                     self.broadcast(Event::Record {
                         vip,
                         record: Some(record.clone()),
@@ -654,6 +676,35 @@ fn fault_free_start_spreads_vips_over_nodes() {
 }
 
 impl World {
+    /// The store restored to its state at `at` (real time), with fresh
+    /// resourceVersions as a restore with a bumped revision gives: every
+    /// watch shows the records going back, or disappearing.
+    fn roll_back(&mut self, at: u64) {
+        let old = self
+            .api
+            .history
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= at)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default();
+        for vip in self.vips.clone() {
+            let restored = old.get(&vip).cloned().map(|mut r| {
+                self.api.rv += 1;
+                r.rv = self.api.rv.to_string();
+                r
+            });
+            match &restored {
+                Some(r) => self.api.records.insert(vip, r.clone()),
+                None => self.api.records.remove(&vip),
+            };
+            self.broadcast(Event::Record {
+                vip,
+                record: restored,
+            });
+        }
+    }
+
     fn lag_all(&mut self, lag: u64) {
         for n in &mut self.nodes {
             n.lag = lag;
@@ -729,4 +780,51 @@ fn timings_are_validated() {
         }),
         "a renewal answered at its timeout must still extend the entries"
     );
+}
+
+#[test]
+fn a_record_rolled_back_never_makes_two_answer_and_is_recovered() {
+    let t = Timings::default();
+    for seed in 1..=200 {
+        let mut w = World::new(seed, 3, 3, t);
+        w.run(seed, 0, 3 * SEC);
+        // Hand every VIP over once, so the history holds other owners.
+        let owners: Vec<Option<usize>> = w.vips.iter().map(|v| w.owner(v)).collect();
+        for (vip, owner) in w.vips.clone().into_iter().zip(owners) {
+            if let Some(i) = owner {
+                w.nodes[i].eligible.insert(vip, false);
+                w.tell_eligibility(vip);
+            }
+        }
+        w.run(seed, 0, 5 * SEC);
+        w.heal();
+        w.run(seed, 0, 6 * SEC);
+        let before = w.api.writes;
+        // Back to the first owners' records, watched late by some nodes.
+        for n in &mut w.nodes {
+            n.lag = [5, 300, 1500][(seed % 3) as usize] * MS;
+        }
+        w.roll_back(3 * SEC);
+        // And the present owner of the first VIP dies, for good.
+        if let Some(i) = w.owner(&w.vips[0]) {
+            let n = &mut w.nodes[i];
+            n.election = None;
+            n.map.clear();
+            n.epoch += 1;
+        }
+        w.run(seed, 0, 16 * SEC);
+        let alive: Vec<usize> = (0..3).filter(|&i| w.nodes[i].election.is_some()).collect();
+        for vip in &w.vips {
+            let o = w.owner(vip);
+            assert!(
+                o.is_some_and(|i| alive.contains(&i)),
+                "seed {seed}: {vip} unanswered"
+            );
+        }
+        let writes = w.api.writes - before;
+        assert!(
+            writes <= 12,
+            "seed {seed}: {writes} record writes to recover"
+        );
+    }
 }

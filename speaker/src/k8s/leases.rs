@@ -294,6 +294,16 @@ impl Leases {
             .and_then(|l| l.metadata.resource_version))
     }
 
+    /// A VIP's record, read afresh (`None`: there is none).
+    pub async fn read_record(&self, vip: IpAddr) -> kube::Result<Option<Record>> {
+        Ok(self
+            .api
+            .get_opt(&vip_lease_name(vip))
+            .await?
+            .as_ref()
+            .and_then(record))
+    }
+
     /// Writes a VIP's record: create when `expect` is None, else replace
     /// only if the resourceVersion is still `expect`.
     pub async fn write_record(
