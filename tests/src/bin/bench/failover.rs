@@ -18,7 +18,13 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use speaker_tests::{
-    agent::Agent, capture::Capture, frames::Arp, scenario::Scenario, topology::ipv4, wait_for,
+    agent::Agent,
+    apiserver::{LEASES, Match},
+    capture::Capture,
+    frames::Arp,
+    scenario::Scenario,
+    topology::ipv4,
+    wait_for,
 };
 
 use crate::quantile;
@@ -121,7 +127,127 @@ pub fn run(md: &mut String) -> Result<()> {
         md,
         "| keepalived (VRRP) | about 3.5 s (3 advertisements of 1 s plus skew) |\n"
     )?;
+    dark_time(md)
+}
+
+/// API trouble that must not reach the wire: no handover, no gap.
+#[derive(Clone, Copy, Debug)]
+enum Blip {
+    SlowRenewal,
+    LostRenewal,
+    RecordRolledBack,
+}
+
+impl Blip {
+    fn label(self) -> &'static str {
+        match self {
+            Blip::SlowRenewal => "one node-lease renewal answered 1.2 s late",
+            Blip::LostRenewal => "one node-lease renewal failing (HTTP 500)",
+            Blip::RecordRolledBack => "the VIP's record restored to an older holder",
+        }
+    }
+
+    /// What the anchors document for the same fault (not measured here).
+    fn anchors(self) -> &'static str {
+        match self {
+            Blip::SlowRenewal | Blip::LostRenewal => {
+                "Cilium and kube-vip: a renewal missing its deadline loses the lease and the VIP (announcements stop until re-elected); MetalLB L2: no lease, unaffected"
+            }
+            Blip::RecordRolledBack => "not covered by the anchors' documentation",
+        }
+    }
+}
+
+fn dark_time(md: &mut String) -> Result<()> {
+    writeln!(md, "### Dark time under API trouble\n")?;
+    writeln!(
+        md,
+        "The same testbed; {TRIALS} trials per fault. *Dark*: the longest gap between the owner's replies to a prober asking every 10 ms, less the probe interval, from just before the fault to 3 s after. *Moved*: trials in which another node answered. Target: 0 ms for a slow or lost renewal. In ms.\n"
+    )?;
+    writeln!(
+        md,
+        "| fault | dark p50 | dark p99 | dark max | moved | the anchors (documented) |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---|")?;
+    for blip in [Blip::SlowRenewal, Blip::LostRenewal, Blip::RecordRolledBack] {
+        eprintln!("bench: {} x{TRIALS}", blip.label());
+        let (dark, moved) = blip_trials(blip)?;
+        writeln!(
+            md,
+            "| {} | {:.0} | {:.0} | {:.0} | {moved} | {} |",
+            blip.label(),
+            quantile(&dark, 0.5),
+            quantile(&dark, 0.99),
+            quantile(&dark, 1.0),
+            blip.anchors()
+        )?;
+    }
+    writeln!(md)?;
     Ok(())
+}
+
+/// (dark ms per trial, trials where another node answered).
+fn blip_trials(blip: Blip) -> Result<(Vec<f64>, usize)> {
+    let mut s = Scenario::new(3, &[VIP])?;
+    s.start_all()?;
+    let mut owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let lease = speaker::k8s::leases::vip_lease_name(VIP.parse()?);
+    // An older record to restore: the first owner's, before a handover.
+    let mut older = s.lan.cluster.get(&LEASES, &lease)?.context("no record")?;
+    if let Some(m) = older["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    if matches!(blip, Blip::RecordRolledBack) {
+        let i = s.index(&owner);
+        let mut a = s.take(&owner)?;
+        a.terminate()?;
+        let first = owner.clone();
+        owner = s.settled(VIP, Duration::from_secs(3), |h| h != first);
+        s.start(i)?;
+    }
+    let (mut dark, mut moved) = (Vec::new(), 0);
+    for _ in 0..TRIALS {
+        let mac = s.lan.fronts[s.index(&owner)].mac;
+        let cap = Capture::start(&s.lan.lan, "pc", "arp")?;
+        let prober = Prober::start(&s)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = now_ns() - 100_000_000;
+        let stand_in = s.lan.cluster.require_stand_in();
+        let node_lease = Match::path(&format!(
+            "/leases/{}",
+            speaker::k8s::leases::node_lease_name(&owner)
+        ))
+        .method("PUT");
+        match blip {
+            Blip::SlowRenewal => stand_in.delay_next(node_lease, 1, Duration::from_millis(1200)),
+            Blip::LostRenewal => stand_in.fail_next(node_lease, 1, 500),
+            Blip::RecordRolledBack => {
+                s.lan.cluster.replace(&LEASES, older.clone())?;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        drop(prober);
+        let replies: Vec<(u64, [u8; 6])> = cap
+            .finish_timed()?
+            .into_iter()
+            .filter(|(t, _)| *t > t0)
+            .filter_map(|(t, f)| Arp::parse(&f).map(|a| (t, a)))
+            .filter(|(_, a)| a.op == 2 && a.spa == ipv4(VIP) && a.eth_dst == PROBE_MAC)
+            .map(|(t, a)| (t, a.sha))
+            .collect();
+        if replies.iter().any(|(_, m)| *m != mac) {
+            moved += 1;
+        }
+        let gap = replies
+            .windows(2)
+            .map(|w| w[1].0 - w[0].0)
+            .max()
+            .context("no replies")?;
+        dark.push((gap as f64 / 1e6 - 10.0).max(0.0));
+        owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    }
+    dark.sort_by(f64::total_cmp);
+    Ok((dark, moved))
 }
 
 /// Asks for the VIP from a made-up sender every 10 ms until dropped.
