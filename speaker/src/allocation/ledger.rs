@@ -49,24 +49,16 @@ pub(super) struct Ledger {
 }
 
 fn step(ip: IpAddr, up: bool) -> Option<IpAddr> {
+    let next = |n: u128, max: u128| match up {
+        true => n.checked_add(1).filter(|&m| m <= max),
+        false => n.checked_sub(1),
+    };
     match ip {
-        IpAddr::V4(a) => {
-            let n = u32::from(a);
-            let n = if up {
-                n.checked_add(1)
-            } else {
-                n.checked_sub(1)
-            }?;
-            Some(IpAddr::from(n.to_be_bytes()))
-        }
+        IpAddr::V4(a) => next(u32::from(a).into(), u32::MAX.into())
+            .and_then(|n| u32::try_from(n).ok())
+            .map(|n| IpAddr::from(std::net::Ipv4Addr::from(n))),
         IpAddr::V6(a) => {
-            let n = u128::from(a);
-            let n = if up {
-                n.checked_add(1)
-            } else {
-                n.checked_sub(1)
-            }?;
-            Some(IpAddr::from(n.to_be_bytes()))
+            next(u128::from(a), u128::MAX).map(|n| IpAddr::from(std::net::Ipv6Addr::from(n)))
         }
     }
 }

@@ -154,12 +154,7 @@ pub(super) struct Request {
 impl Request {
     pub(super) fn read(svc: &Service, service: ObjectRef) -> Self {
         let meta = &svc.metadata;
-        let ingress = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_deref())
-            .unwrap_or_default();
+        let ingress = crate::eligibility::ingress(svc);
         let mut status: Vec<IpAddr> = ingress
             .iter()
             .filter_map(|i| i.ip.as_deref()?.parse().ok())

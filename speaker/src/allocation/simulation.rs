@@ -143,12 +143,7 @@ fn namespace(name: &str, labels: Value) -> Namespace {
 }
 
 fn status(s: &Service) -> Vec<IpAddr> {
-    let ingress = s
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_deref())
-        .unwrap_or_default();
+    let ingress = crate::eligibility::ingress(s);
     let mut ips: Vec<IpAddr> = ingress
         .iter()
         .filter_map(|i| i.ip.as_deref())

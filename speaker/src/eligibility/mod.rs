@@ -21,6 +21,15 @@ use crate::metallb::{IPAddressPool, L2Advertisement};
 use addresses::AddrRange;
 use selectors::Selection;
 
+/// A Service's `status.loadBalancer.ingress` (empty when unset).
+pub fn ingress(svc: &Service) -> &[k8s_openapi::api::core::v1::LoadBalancerIngress] {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default()
+}
+
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Nodes with this label (any value) never announce.
@@ -402,12 +411,7 @@ fn announced_service<'a>(
         return None;
     }
     let object = ObjectRef::new("Service", namespace, name);
-    let ingress = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_deref())
-        .unwrap_or_default();
+    let ingress = ingress(svc);
     let mut ips = BTreeSet::new();
     // Entries with only a hostname are not ours to answer ARP for.
     for raw in ingress.iter().filter_map(|i| i.ip.as_deref()) {
