@@ -271,6 +271,75 @@ impl StaticConfig {
     }
 }
 
+/// `speaker controller`: gives LoadBalancer Services their addresses from
+/// the IPAddressPools, as MetalLB's controller does. Run two or more: one
+/// is active (it holds a Lease), the others stand by.
+#[derive(Debug, clap::Args)]
+pub struct ControllerArgs {
+    /// Namespace of the controller's Lease.
+    #[arg(long, default_value = "speaker-system")]
+    pub namespace: String,
+    /// Namespace the IPAddressPools are read from (MetalLB's, so a MetalLB
+    /// install's pools work as they are).
+    #[arg(long, default_value = "metallb-system", value_name = "NAMESPACE")]
+    pub config_namespace: String,
+    /// Give addresses to Services of this spec.loadBalancerClass.
+    #[arg(long, value_name = "CLASS")]
+    pub load_balancer_class: Option<String>,
+    /// Give addresses to Services without a loadBalancerClass.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub announce_classless: bool,
+    /// How long the Lease must go unrenewed before a standby takes over.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// How often the active controller renews its Lease.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub renew_interval: Duration,
+    /// How long after its last successful renewal was sent the active
+    /// controller keeps writing.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub renew_deadline: Duration,
+    /// Address of the /metrics, /healthz and /readyz endpoints (not
+    /// MetalLB's 7472, so both can run during a migration).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7473")]
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+/// `speaker controller`, checked.
+#[derive(Debug)]
+pub struct ControllerConfig {
+    pub namespace: String,
+    pub config_namespace: String,
+    pub settings: Settings,
+    /// Of the controller's Lease (`stagger` unused).
+    pub timings: Timings,
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+impl ControllerArgs {
+    pub fn into_config(self) -> Result<ControllerConfig, ConfigError> {
+        let timings = Timings {
+            lease_duration: self.lease_duration,
+            renew_interval: self.renew_interval,
+            renew_deadline: self.renew_deadline,
+            ..Timings::default()
+        };
+        timings
+            .validate()
+            .map_err(|e| ConfigError::Timing(e.to_string()))?;
+        Ok(ControllerConfig {
+            namespace: self.namespace,
+            config_namespace: self.config_namespace,
+            settings: Settings {
+                load_balancer_class: self.load_balancer_class,
+                announce_classless: self.announce_classless,
+            },
+            timings,
+            metrics_addr: self.metrics_addr,
+        })
+    }
+}
+
 /// A VIP must be an address a host may own: the data plane never answers
 /// for the others, so accepting them would announce nothing.
 pub fn check_vip(vip: IpAddr) -> Result<(), ConfigError> {

@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use speaker::{
     agent,
-    config::{AgentArgs, StaticArgs, StaticConfig},
-    static_mode,
+    config::{AgentArgs, ControllerArgs, StaticArgs, StaticConfig},
+    controller, static_mode,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +23,9 @@ enum Command {
     Static(StaticArgs),
     /// Kubernetes mode: announce LoadBalancer VIPs, elected with peers.
     Agent(AgentArgs),
+    /// Kubernetes mode: give LoadBalancer Services addresses from the
+    /// IPAddressPools (MetalLB-compatible); one replica active at a time.
+    Controller(ControllerArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,16 @@ fn main() -> ExitCode {
                 }
             };
             run(agent::run(cfg))
+        }
+        Command::Controller(args) => {
+            let cfg = match args.into_config() {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run(controller::run(cfg))
         }
     }
 }

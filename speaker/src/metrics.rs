@@ -1,8 +1,10 @@
 //! Prometheus metrics and health endpoints on one small HTTP listener:
-//! `/metrics`, `/healthz` (the process serves), `/readyz` (the data plane
-//! matches the election's view).
+//! `/metrics`, `/healthz` (the process serves), `/readyz` (the agent: the
+//! data plane matches the election's view; the controller: standing by, or
+//! active with its state rebuilt).
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -30,15 +32,115 @@ pub struct Metrics {
     pub consistent: bool,
 }
 
+/// What the listener serves.
+pub trait Page: Send + 'static {
+    fn render(&self) -> String;
+    /// Whether `/readyz` says ready.
+    fn ready(&self) -> bool;
+}
+
+/// `speaker controller`'s figures.
+#[derive(Debug, Default)]
+pub struct ControllerMetrics {
+    /// This process holds the controller Lease.
+    pub active: bool,
+    /// Active, and the allocator has been rebuilt from the cluster.
+    pub synced: bool,
+    pub pools: Vec<crate::allocation::PoolCount>,
+    pub refusals: BTreeMap<&'static str, u64>,
+    pub status_writes_ok: u64,
+    pub status_writes_failed: u64,
+}
+
+impl Page for ControllerMetrics {
+    fn render(&self) -> String {
+        let mut s = String::new();
+        let head = |s: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        head(
+            &mut s,
+            "metallb_allocator_addresses_in_use_total",
+            "gauge",
+            "Number of IP addresses in use, by pool.",
+        );
+        for p in &self.pools {
+            let _ = writeln!(
+                s,
+                "metallb_allocator_addresses_in_use_total{{pool=\"{}\"}} {}",
+                p.pool,
+                p.in_use()
+            );
+        }
+        head(
+            &mut s,
+            "metallb_allocator_addresses_total",
+            "gauge",
+            "Number of usable IP addresses, by pool.",
+        );
+        for p in &self.pools {
+            let _ = writeln!(
+                s,
+                "metallb_allocator_addresses_total{{pool=\"{}\"}} {}",
+                p.pool,
+                p.total()
+            );
+        }
+        head(
+            &mut s,
+            "speaker_allocation_refusals_total",
+            "counter",
+            "Services refused an address (each new reason once), by reason.",
+        );
+        for (reason, n) in &self.refusals {
+            let _ = writeln!(
+                s,
+                "speaker_allocation_refusals_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        for (name, help, v) in [
+            (
+                "speaker_status_writes_total",
+                "Service status writes that succeeded.",
+                self.status_writes_ok,
+            ),
+            (
+                "speaker_status_write_failures_total",
+                "Service status writes that failed (retried unless the Service changed).",
+                self.status_writes_failed,
+            ),
+        ] {
+            head(&mut s, name, "counter", help);
+            let _ = writeln!(s, "{name} {v}");
+        }
+        head(
+            &mut s,
+            "speaker_controller_active",
+            "gauge",
+            "1 while this process is the active controller.",
+        );
+        let _ = writeln!(s, "speaker_controller_active {}", u8::from(self.active));
+        s
+    }
+
+    fn ready(&self) -> bool {
+        !self.active || self.synced
+    }
+}
+
 /// Changes the shared figures (a poisoned lock only loses the update).
-pub fn update(metrics: &Mutex<Metrics>, f: impl FnOnce(&mut Metrics)) {
+pub fn update<T>(metrics: &Mutex<T>, f: impl FnOnce(&mut T)) {
     if let Ok(mut m) = metrics.lock() {
         f(&mut m);
     }
 }
 
-impl Metrics {
-    pub fn render(&self) -> String {
+impl Page for Metrics {
+    fn ready(&self) -> bool {
+        self.consistent
+    }
+
+    fn render(&self) -> String {
         let mut s = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -102,7 +204,7 @@ impl Metrics {
 }
 
 /// Serves the endpoints on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Mutex<Metrics>>) -> Result<()> {
+pub async fn serve<T: Page>(addr: SocketAddr, metrics: Arc<Mutex<T>>) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for metrics"))?;
@@ -120,10 +222,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Mutex<Metrics>>) -> Result<()>
                 let (status, body) = match (path.as_str(), metrics.lock()) {
                     ("/metrics", Ok(m)) => ("200 OK", m.render()),
                     ("/healthz", _) => ("200 OK", "ok\n".into()),
-                    ("/readyz", Ok(m)) if m.consistent => ("200 OK", "ready\n".into()),
-                    ("/readyz", _) => {
-                        ("503 Service Unavailable", "data plane out of step\n".into())
-                    }
+                    ("/readyz", Ok(m)) if m.ready() => ("200 OK", "ready\n".into()),
+                    ("/readyz", _) => ("503 Service Unavailable", "not ready\n".into()),
                     _ => ("404 Not Found", "not found\n".into()),
                 };
                 let reply = format!(

@@ -30,6 +30,7 @@ use crate::{
     election::{Action, Election, Event, Mono},
     eligibility,
     k8s::{
+        self,
         events::{Events, Reported},
         leases::{LeaseError, Leases},
         watch::{self, ClusterStores},
@@ -128,10 +129,10 @@ async fn start(
         client.clone(),
         &cfg.namespace,
         &cfg.node,
-        &instance_id(),
+        &k8s::instance_id(),
         cfg.timings.lease_duration,
     );
-    let events = Events::new(client.clone(), &cfg.node);
+    let events = Events::new(client.clone(), "speaker", &cfg.node);
     // Before touching the data plane: a second agent under this node's
     // name must not replace the first one's program or maps.
     acquire_node_lease(&leases, &events, cfg).await?;
@@ -178,19 +179,6 @@ async fn acquire_node_lease(leases: &Leases, events: &Events, cfg: &AgentConfig)
             }
         }
     }
-}
-
-/// A name for this process, unique enough to tell two agents apart.
-fn instance_id() -> String {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom(2) into a buffer of the length given.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
-        // No entropy yet (very early boot): the pid and the time will do.
-        let t = now_ns() ^ u64::from(std::process::id()) << 40;
-        bytes = t.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn far() -> Instant {

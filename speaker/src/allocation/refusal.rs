@@ -99,6 +99,28 @@ fn dual_prefix(need: Need) -> &'static str {
     }
 }
 
+impl Refusal {
+    /// A short stable name, for the `reason` label of
+    /// `speaker_allocation_refusals_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NoPools => "no_pools",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::ConflictingRequests { .. } => "conflicting_requests",
+            Self::WrongFamilies { .. } => "wrong_families",
+            Self::NotInAnyPool(_) => "not_in_any_pool",
+            Self::NotInOnePool(_) => "not_in_one_pool",
+            Self::UnknownPool(_) => "unknown_pool",
+            Self::NotInRequestedPool { .. } => "not_in_requested_pool",
+            Self::PoolNotAllowed { .. } => "pool_not_allowed",
+            Self::InUse { .. } => "in_use",
+            Self::PoolExhausted { .. } => "pool_exhausted",
+            Self::NoPoolForService => "no_pool_for_service",
+            Self::NoFreeAddress { .. } => "no_free_address",
+        }
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

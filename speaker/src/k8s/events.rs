@@ -1,6 +1,7 @@
-//! Kubernetes Events the agent posts: which node announces a Service
-//! (`nodeAssigned`, as MetalLB does) and configuration problems (Warnings on
-//! the object at fault, where `kubectl describe` shows them).
+//! Kubernetes Events, as MetalLB posts them: which node announces a
+//! Service (`nodeAssigned`), which addresses it was given (`IPAllocated`,
+//! `AllocationFailed`), and configuration problems (Warnings on the object
+//! at fault, where `kubectl describe` shows them).
 //!
 //! Each Event is posted from a task of its own, bounded by the request
 //! timeout: the agent's loop never waits on the API for one (a thousand
@@ -31,16 +32,44 @@ pub struct Events {
 pub struct Reported(BTreeSet<Issue>);
 
 impl Events {
-    pub fn new(client: Client, node: &str) -> Self {
+    /// Events reported by `controller` (`speaker`, `speaker-controller`)
+    /// from `instance` (the node, or the controller process).
+    pub fn new(client: Client, controller: &str, instance: &str) -> Self {
         Self {
             recorder: Recorder::new(
                 client,
                 Reporter {
-                    controller: "speaker".into(),
-                    instance: Some(node.to_string()),
+                    controller: controller.into(),
+                    instance: Some(instance.to_string()),
                 },
             ),
         }
+    }
+
+    /// `IPAllocated` on a Service given `ips` (MetalLB's words).
+    pub fn allocated(&self, service: &ObjectRef, ips: &[IpAddr]) {
+        let ips: Vec<String> = ips.iter().map(ToString::to_string).collect();
+        self.post(
+            EventType::Normal,
+            "IPAllocated",
+            "Allocate",
+            format!("Assigned IP {ips:?}"),
+            reference(service),
+        );
+    }
+
+    /// `AllocationFailed` on a Service, saying why.
+    pub fn allocation_failed(&self, service: &ObjectRef, why: &str) {
+        self.post(
+            EventType::Warning,
+            "AllocationFailed",
+            "Allocate",
+            format!(
+                "Failed to allocate IP for \"{}/{}\": {why}",
+                service.namespace, service.name
+            ),
+            reference(service),
+        );
     }
 
     /// `nodeAssigned` on each Service of `vip`, naming this node.
