@@ -45,14 +45,43 @@ impl Agent {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Self> {
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/{}", ns.name()));
+        let args: Vec<&str> = args
+            .iter()
+            .copied()
+            .chain([
+                "--bpffs",
+                bpffs.to_str().context("bpffs path is not UTF-8")?,
+            ])
+            .collect();
+        Self::spawn(ns, &args, env, bpffs.clone())
+    }
+
+    /// `speaker controller ARGS` in `ns` (no data plane, so no bpffs).
+    pub fn start_controller(
+        ns: &Netns,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Self> {
+        let args: Vec<&str> = ["controller"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let none = PathBuf::from(format!("/nonexistent/{}", ns.name()));
+        Self::spawn(ns, &args, env, none)
+    }
+
+    fn spawn(
+        ns: &Netns,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        bpffs: PathBuf,
+    ) -> Result<Self> {
         let log = std::env::temp_dir().join(format!("{}-speaker.log", ns.name()));
         let log_file = std::fs::File::create(&log)?;
         let bin = speaker_bin();
         let child = ns
             .command(bin.to_str().context("binary path is not UTF-8")?)
             .args(args)
-            .arg("--bpffs")
-            .arg(&bpffs)
             .env(
                 "RUST_LOG",
                 "debug,kube=info,hyper=info,tower=info,rustls=info",

@@ -1,0 +1,443 @@
+//! `speaker controller` against the API: Services get their addresses in
+//! `status.loadBalancer.ingress` by MetalLB's rules, refusals are Warning
+//! Events, addresses are freed and reused, a restart changes nothing, and
+//! of two replicas one writes while the other stands by and takes over
+//! when the first dies, never giving one address to two Services.
+//!
+//! Each controller runs in a network namespace of its own and reaches the
+//! stand-in (or a real cluster, with `SPEAKER_TEST_KUBECONFIG`) there. The
+//! test's Services carry a load-balancer class of their own, so a real
+//! cluster's other Services are never touched.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+use speaker_tests::{
+    agent::Agent,
+    apiserver::{EVENTS_V1, IP_ADDRESS_POOLS, LEASES, SERVICES},
+    cluster::Cluster,
+    netns::Netns,
+    require_privileges, wait_for,
+};
+
+const CLASS: &str = "speaker.metal/test";
+
+struct Bed {
+    // Controllers stop before the namespaces they run in go.
+    controllers: Vec<Option<Agent>>,
+    cluster: Cluster,
+    nets: Vec<Netns>,
+}
+
+impl Bed {
+    fn new(replicas: usize) -> Self {
+        require_privileges();
+        let nets: Vec<Netns> = (0..replicas)
+            .map(|i| Netns::new(&format!("ctl{i}")).expect("namespace"))
+            .collect();
+        let refs: Vec<&Netns> = nets.iter().collect();
+        let cluster = Cluster::from_env_in(&refs).expect("cluster");
+        Self {
+            controllers: (0..replicas).map(|_| None).collect(),
+            cluster,
+            nets,
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let ns = self.cluster.namespace().to_string();
+        let kubeconfig = self.cluster.kubeconfig(i).as_os_str().to_owned();
+        let args = [
+            "--namespace",
+            &ns,
+            "--config-namespace",
+            &ns,
+            "--load-balancer-class",
+            CLASS,
+            "--announce-classless",
+            "false",
+            "--lease-duration",
+            "2s",
+            "--renew-interval",
+            "500ms",
+            "--renew-deadline",
+            "1500ms",
+            "--metrics-addr",
+            "127.0.0.1:7473",
+        ];
+        let c = Agent::start_controller(&self.nets[i], &args, &[("KUBECONFIG", &kubeconfig)])
+            .expect("controller");
+        self.controllers[i] = Some(c);
+    }
+
+    fn pool(&self, name: &str, spec: Value) {
+        self.cluster
+            .create(
+                &IP_ADDRESS_POOLS,
+                json!({"metadata": {"name": name}, "spec": spec}),
+            )
+            .expect("pool");
+    }
+
+    fn service(&self, name: &str, extra: Value) {
+        let mut svc = json!({
+            "metadata": {"name": name},
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerClass": CLASS,
+                "ipFamilies": ["IPv4"],
+                "ipFamilyPolicy": "SingleStack",
+                "ports": [{"port": 80, "protocol": "TCP"}],
+            }
+        });
+        merge(&mut svc, extra);
+        self.cluster.create(&SERVICES, svc).expect("service");
+    }
+
+    /// The addresses `name`'s status shows.
+    fn ips(&self, name: &str) -> Vec<String> {
+        let svc = self.cluster.get(&SERVICES, name).ok().flatten();
+        ingress(svc.as_ref())
+    }
+
+    /// Waits until `name`'s status shows `want`; fails with what it shows
+    /// and the controllers' logs.
+    fn expect_ips(&self, name: &str, want: &[&str]) {
+        let ok = wait_for(Duration::from_secs(10), || self.ips(name) == want);
+        assert!(
+            ok.is_some(),
+            "{name}: status shows {:?}, expected {want:?}\n{}",
+            self.ips(name),
+            self.logs()
+        );
+    }
+
+    /// The notes of the Events of `reason` about `name`.
+    fn events(&self, name: &str, reason: &str) -> Vec<Value> {
+        let evs = self.cluster.list(&EVENTS_V1).unwrap_or_default();
+        evs.into_iter()
+            .filter(|e| e["regarding"]["name"] == name && e["reason"] == reason)
+            .collect()
+    }
+
+    fn wait_event(&self, name: &str, reason: &str, contains: &str) -> Value {
+        let mut found = None;
+        wait_for(Duration::from_secs(10), || {
+            found = self
+                .events(name, reason)
+                .into_iter()
+                .find(|e| e["note"].as_str().is_some_and(|n| n.contains(contains)));
+            found.is_some()
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "no {reason} Event on {name} saying {contains:?}; events: {:?}\n{}",
+                self.events(name, reason),
+                self.logs()
+            )
+        })
+    }
+
+    fn holder(&self) -> Option<String> {
+        let lease = self.cluster.get(&LEASES, "speaker-controller").ok()??;
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+    }
+
+    fn logs(&self) -> String {
+        self.controllers
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, c)| format!("--- controller {i}:\n{}", c.log()))
+            .collect()
+    }
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn ingress(svc: Option<&Value>) -> Vec<String> {
+    svc.and_then(|s| s["status"]["loadBalancer"]["ingress"].as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["ip"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every address held by one Service at most, but for those that asked
+/// to share.
+fn assert_no_address_twice(bed: &Bed) {
+    let mut by_ip: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let services = bed.cluster.list(&SERVICES).expect("services");
+    let sharing = |s: &Value| !s["metadata"]["annotations"]["metallb.io/allow-shared-ip"].is_null();
+    for svc in services.iter().filter(|s| !sharing(s)) {
+        let name = svc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for ip in ingress(Some(svc)) {
+            by_ip.entry(ip).or_default().push(name.clone());
+        }
+    }
+    let twice: Vec<_> = by_ip.iter().filter(|(_, s)| s.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "addresses given twice: {twice:?}\n{}",
+        bed.logs()
+    );
+}
+
+#[test]
+fn services_get_addresses_by_metallbs_rules_and_refusals_are_events() {
+    let mut bed = Bed::new(1);
+    bed.pool("main", json!({"addresses": ["198.18.1.10-198.18.1.12"]}));
+    bed.pool(
+        "manual",
+        json!({"addresses": ["198.18.2.10-198.18.2.11"], "autoAssign": false}),
+    );
+    bed.pool(
+        "shared",
+        json!({"addresses": ["198.18.4.10/32"], "autoAssign": false}),
+    );
+    bed.start(0);
+
+    // Rows: (Service, what it adds to the base, the addresses it must get).
+    let rows: &[(&str, Value, &[&str])] = &[
+        ("auto", json!({}), &["198.18.1.10"]),
+        (
+            "by-ip",
+            json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "198.18.1.12"}}}),
+            &["198.18.1.12"],
+        ),
+        (
+            "by-pool",
+            json!({"metadata": {"annotations": {"metallb.io/address-pool": "manual"}}}),
+            &["198.18.2.10"],
+        ),
+        (
+            "legacy-spec",
+            json!({"spec": {"loadBalancerIP": "198.18.2.11"}}),
+            &["198.18.2.11"],
+        ),
+        (
+            "not-ours",
+            json!({"spec": {"loadBalancerClass": "other.example/lb"}}),
+            &[],
+        ),
+        ("cluster-ip", json!({"spec": {"type": "ClusterIP"}}), &[]),
+    ];
+    for (name, extra, _) in rows {
+        bed.service(name, extra.clone());
+    }
+    for (name, _, want) in rows {
+        if !want.is_empty() {
+            bed.expect_ips(name, want);
+        }
+    }
+    let ev = bed.wait_event("auto", "IPAllocated", "198.18.1.10");
+    assert_eq!(ev["type"], "Normal");
+    for name in ["not-ours", "cluster-ip"] {
+        assert!(bed.ips(name).is_empty(), "{name} was given an address");
+    }
+
+    // Refusals: a Warning Event each, the status left empty.
+    bed.service(
+        "unknown-pool",
+        json!({"metadata": {"annotations": {"metallb.io/address-pool": "nope"}}}),
+    );
+    bed.wait_event("unknown-pool", "AllocationFailed", "\"nope\"");
+    bed.service(
+        "taken",
+        json!({"metadata": {"annotations": {"metallb.io/loadBalancerIPs": "198.18.1.10"}}}),
+    );
+    let ev = bed.wait_event("taken", "AllocationFailed", "in use");
+    assert_eq!(ev["type"], "Warning");
+    bed.service("second", json!({}));
+    bed.expect_ips("second", &["198.18.1.11"]);
+    bed.service("third", json!({}));
+    bed.wait_event("third", "AllocationFailed", "main");
+    assert!(bed.ips("third").is_empty());
+
+    // Sharing: same key, other ports; not with another key.
+    let share = |key: &str, port: u16| {
+        json!({
+            "metadata": {"annotations": {"metallb.io/allow-shared-ip": key,
+                                         "metallb.io/loadBalancerIPs": "198.18.4.10"}},
+            "spec": {"ports": [{"port": port, "protocol": "TCP"}]}
+        })
+    };
+    bed.service("share-a", share("web", 443));
+    bed.service("share-b", share("web", 8443));
+    bed.expect_ips("share-a", &["198.18.4.10"]);
+    bed.expect_ips("share-b", &["198.18.4.10"]);
+    bed.service("share-c", share("other", 80));
+    bed.wait_event("share-c", "AllocationFailed", "198.18.4.10");
+
+    // A deleted Service frees its address for the ones waiting: the one
+    // that asked for it, then one that asked for any.
+    bed.cluster.delete(&SERVICES, "auto").expect("delete");
+    bed.expect_ips("taken", &["198.18.1.10"]);
+    assert!(bed.ips("third").is_empty());
+    bed.cluster.delete(&SERVICES, "second").expect("delete");
+    bed.expect_ips("third", &["198.18.1.11"]);
+
+    // No longer a LoadBalancer: the status is cleared, the address freed.
+    let mut svc = bed
+        .cluster
+        .get(&SERVICES, "by-ip")
+        .expect("get")
+        .expect("by-ip");
+    svc["spec"]["type"] = json!("ClusterIP");
+    bed.cluster.replace(&SERVICES, svc).expect("replace");
+    bed.expect_ips("by-ip", &[]);
+    bed.service("after", json!({}));
+    bed.expect_ips("after", &["198.18.1.12"]);
+
+    // The Events were each posted once, however often the Service was seen.
+    assert_eq!(bed.events("auto", "IPAllocated").len(), 1);
+    assert_eq!(bed.events("unknown-pool", "AllocationFailed").len(), 1);
+    assert_no_address_twice(&bed);
+}
+
+#[test]
+fn a_pool_edit_that_leaves_an_address_outside_every_pool_is_reported_not_yanked() {
+    let mut bed = Bed::new(1);
+    bed.pool("main", json!({"addresses": ["198.18.1.10-198.18.1.12"]}));
+    bed.start(0);
+    bed.service("web", json!({}));
+    bed.expect_ips("web", &["198.18.1.10"]);
+
+    let mut pool = bed
+        .cluster
+        .get(&IP_ADDRESS_POOLS, "main")
+        .expect("get")
+        .expect("pool");
+    pool["spec"]["addresses"] = json!(["198.18.3.10-198.18.3.12"]);
+    bed.cluster.replace(&IP_ADDRESS_POOLS, pool).expect("edit");
+    bed.wait_event("web", "ConfigurationProblem", "in no IPAddressPool");
+    bed.service("new", json!({}));
+    bed.expect_ips("new", &["198.18.3.10"]);
+    assert_eq!(bed.ips("web"), ["198.18.1.10"], "the address was yanked");
+}
+
+#[test]
+fn a_restarted_controller_keeps_every_address_and_writes_nothing() {
+    let mut bed = Bed::new(1);
+    bed.pool("main", json!({"addresses": ["198.18.1.1-198.18.1.99"]}));
+    bed.start(0);
+    for i in 0..20 {
+        bed.service(&format!("svc-{i}"), json!({}));
+    }
+    let all_assigned = |bed: &Bed| {
+        wait_for(Duration::from_secs(20), || {
+            (0..20).all(|i| bed.ips(&format!("svc-{i}")).len() == 1)
+        })
+        .is_some()
+    };
+    assert!(all_assigned(&bed), "{}", bed.logs());
+    let before: Vec<Vec<String>> = (0..20).map(|i| bed.ips(&format!("svc-{i}"))).collect();
+
+    // A crash, then a new process; older Services are restored first.
+    bed.controllers[0].take().map(|c| c.signal(libc::SIGKILL));
+    if let Some(server) = bed.cluster.stand_in() {
+        server.reset_stats();
+    }
+    bed.start(0);
+    bed.service("svc-new", json!({}));
+    bed.expect_ips("svc-new", &["198.18.1.21"]);
+    let after: Vec<Vec<String>> = (0..20).map(|i| bed.ips(&format!("svc-{i}"))).collect();
+    assert_eq!(before, after, "addresses moved across a restart");
+    if let Some(server) = bed.cluster.stand_in() {
+        // One status write: the new Service's.
+        let writes = server.stats().resource("services").writes;
+        assert_eq!(writes, 1, "status writes after the restart\n{}", bed.logs());
+    }
+    assert_no_address_twice(&bed);
+}
+
+#[test]
+fn of_two_controllers_one_writes_and_the_standby_takes_over_when_it_dies() {
+    let mut bed = Bed::new(2);
+    bed.pool("main", json!({"addresses": ["198.18.1.1-198.18.1.254"]}));
+    bed.start(0);
+    bed.start(1);
+    for i in 0..20 {
+        bed.service(&format!("a-{i}"), json!({}));
+    }
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            (0..20).all(|i| bed.ips(&format!("a-{i}")).len() == 1)
+        })
+        .is_some(),
+        "{}",
+        bed.logs()
+    );
+    let first = bed.holder().expect("a holder");
+    // Every allocation came from the holder.
+    let writers: BTreeSet<String> = (0..20)
+        .flat_map(|i| bed.events(&format!("a-{i}"), "IPAllocated"))
+        .filter_map(|e| e["reportingInstance"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(writers, BTreeSet::from([first.clone()]), "{}", bed.logs());
+
+    // Killed mid-allocation: more Services created, then the active one
+    // dies at once; the standby takes over and finishes.
+    let active = bed
+        .controllers
+        .iter()
+        .position(|c| c.as_ref().is_some_and(|c| c.log().contains(&first)))
+        .expect("the holder's process");
+    for i in 0..30 {
+        bed.service(&format!("b-{i}"), json!({}));
+    }
+    if let Some(c) = bed.controllers[active].take() {
+        c.signal(libc::SIGKILL);
+    }
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            (0..30).all(|i| bed.ips(&format!("b-{i}")).len() == 1)
+        })
+        .is_some(),
+        "{}",
+        bed.logs()
+    );
+    let second = bed.holder().expect("a holder");
+    assert_ne!(first, second, "the standby did not take the Lease");
+    assert_no_address_twice(&bed);
+}
+
+#[test]
+fn a_stopped_controller_hands_over_at_once() {
+    let mut bed = Bed::new(2);
+    bed.pool("main", json!({"addresses": ["198.18.1.1-198.18.1.254"]}));
+    bed.start(0);
+    assert!(wait_for(Duration::from_secs(10), || bed.holder().is_some()).is_some());
+    bed.start(1);
+    let first = bed.holder().expect("holder");
+    let mut c = bed.controllers[0].take().expect("controller");
+    assert!(c.terminate().expect("stop").success(), "{}", c.log());
+    // Well before the 2 s lease would expire.
+    let took = wait_for(Duration::from_secs(5), || {
+        bed.holder().is_some_and(|h| h != first)
+    })
+    .unwrap_or_else(|| panic!("no takeover\n{}", bed.logs()));
+    assert!(took < Duration::from_millis(1500), "takeover took {took:?}");
+    bed.service("web", json!({}));
+    bed.expect_ips("web", &["198.18.1.1"]);
+}
