@@ -97,6 +97,19 @@ impl Bed {
         self.cluster.create(&SERVICES, svc).expect("service");
     }
 
+    /// Changes an object with `f`, again from the current one when a
+    /// writer (the controller's status write) came first.
+    fn edit(&self, gvr: &speaker_tests::apiserver::Gvr, name: &str, f: impl Fn(&mut Value)) {
+        for _ in 0..20 {
+            let mut obj = self.cluster.get(gvr, name).expect("get").expect("exists");
+            f(&mut obj);
+            if self.cluster.replace(gvr, obj).is_ok() {
+                return;
+            }
+        }
+        panic!("cannot edit {name}");
+    }
+
     /// The addresses `name`'s status shows.
     fn ips(&self, name: &str) -> Vec<String> {
         let svc = self.cluster.get(&SERVICES, name).ok().flatten();
@@ -147,6 +160,21 @@ impl Bed {
             .as_str()
             .filter(|h| !h.is_empty())
             .map(str::to_string)
+    }
+
+    /// Waits until controller `i` holds the Lease and has rebuilt its
+    /// state (after a crash, a standby waits out the lease first).
+    fn wait_active(&self, i: usize) {
+        let c = self.controllers[i].as_ref().expect("controller");
+        let active = wait_for(Duration::from_secs(10), || {
+            let log = c.log();
+            self.holder().is_some_and(|h| log.contains(&h)) && log.contains("state rebuilt")
+        });
+        assert!(
+            active.is_some(),
+            "controller {i} never became active\n{}",
+            self.logs()
+        );
     }
 
     fn logs(&self) -> String {
@@ -298,13 +326,9 @@ fn services_get_addresses_by_metallbs_rules_and_refusals_are_events() {
     bed.expect_ips("third", &["198.18.1.11"]);
 
     // No longer a LoadBalancer: the status is cleared, the address freed.
-    let mut svc = bed
-        .cluster
-        .get(&SERVICES, "by-ip")
-        .expect("get")
-        .expect("by-ip");
-    svc["spec"]["type"] = json!("ClusterIP");
-    bed.cluster.replace(&SERVICES, svc).expect("replace");
+    bed.edit(&SERVICES, "by-ip", |s| {
+        s["spec"]["type"] = json!("ClusterIP")
+    });
     bed.expect_ips("by-ip", &[]);
     bed.service("after", json!({}));
     bed.expect_ips("after", &["198.18.1.12"]);
@@ -323,13 +347,9 @@ fn a_pool_edit_that_leaves_an_address_outside_every_pool_is_reported_not_yanked(
     bed.service("web", json!({}));
     bed.expect_ips("web", &["198.18.1.10"]);
 
-    let mut pool = bed
-        .cluster
-        .get(&IP_ADDRESS_POOLS, "main")
-        .expect("get")
-        .expect("pool");
-    pool["spec"]["addresses"] = json!(["198.18.3.10-198.18.3.12"]);
-    bed.cluster.replace(&IP_ADDRESS_POOLS, pool).expect("edit");
+    bed.edit(&IP_ADDRESS_POOLS, "main", |p| {
+        p["spec"]["addresses"] = json!(["198.18.3.10-198.18.3.12"]);
+    });
     bed.wait_event("web", "ConfigurationProblem", "in no IPAddressPool");
     bed.service("new", json!({}));
     bed.expect_ips("new", &["198.18.3.10"]);
@@ -354,7 +374,9 @@ fn a_restarted_controller_keeps_every_address_and_writes_nothing() {
     let before: Vec<Vec<String>> = (0..20).map(|i| bed.ips(&format!("svc-{i}"))).collect();
 
     // A crash, then a new process; older Services are restored first.
-    bed.controllers[0].take().map(|c| c.signal(libc::SIGKILL));
+    if let Some(c) = bed.controllers[0].take() {
+        c.signal(libc::SIGKILL);
+    }
     if let Some(server) = bed.cluster.stand_in() {
         server.reset_stats();
     }
@@ -440,4 +462,152 @@ fn a_stopped_controller_hands_over_at_once() {
     assert!(took < Duration::from_millis(1500), "takeover took {took:?}");
     bed.service("web", json!({}));
     bed.expect_ips("web", &["198.18.1.1"]);
+}
+
+/// A small deterministic generator (xorshift64*), so a failing sequence
+/// can be replayed from the seed it prints.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// Every Service's status, read at one moment.
+fn statuses(bed: &Bed) -> BTreeMap<String, (bool, Vec<String>)> {
+    bed.cluster
+        .list(&SERVICES)
+        .expect("services")
+        .iter()
+        .map(|s| {
+            let name = s["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            (
+                name,
+                (s["spec"]["type"] == "LoadBalancer", ingress(Some(s))),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the statuses stop changing for half a second.
+fn settle(bed: &Bed) -> BTreeMap<String, (bool, Vec<String>)> {
+    let mut last = statuses(bed);
+    let mut since = std::time::Instant::now();
+    let start = since;
+    while since.elapsed() < Duration::from_millis(500) && start.elapsed() < Duration::from_secs(15)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = statuses(bed);
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        }
+    }
+    last
+}
+
+#[test]
+fn random_changes_and_restarts_never_give_an_address_twice_nor_lose_one() {
+    let seed = std::env::var("SPEAKER_PROPTEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_u64);
+    let mut rng = Rng(seed | 1);
+    let mut bed = Bed::new(1);
+    // Twelve addresses for up to fourteen Services.
+    bed.pool("a", json!({"addresses": ["198.18.1.1-198.18.1.8"]}));
+    let wide = json!(["198.18.5.1-198.18.5.4"]);
+    let narrow = json!(["198.18.5.1-198.18.5.2"]);
+    bed.pool("b", json!({"addresses": wide}));
+    bed.start(0);
+    let names: Vec<String> = (0..14).map(|i| format!("s{i}")).collect();
+    let mut before = settle(&bed);
+    let mut restarts = 0;
+    let mut present: BTreeSet<String> = BTreeSet::new();
+    for round in 0..10 {
+        let mut touched = BTreeSet::new();
+        let mut ops = Vec::new();
+        for _ in 0..6 {
+            let name = names[rng.below(names.len() as u64) as usize].clone();
+            let exists = present.contains(&name);
+            let op = match rng.below(10) {
+                0..=3 if !exists => {
+                    bed.service(&name, json!({}));
+                    present.insert(name.clone());
+                    "create"
+                }
+                0..=1 => {
+                    bed.cluster.delete(&SERVICES, &name).expect("delete");
+                    present.remove(&name);
+                    "delete"
+                }
+                2..=3 => {
+                    let lb = rng.below(3) > 0;
+                    bed.edit(&SERVICES, &name, |s| {
+                        s["spec"]["type"] = json!(if lb { "LoadBalancer" } else { "ClusterIP" });
+                    });
+                    "retype"
+                }
+                4..=6 if exists => {
+                    let ip = format!("198.18.1.{}", 1 + rng.below(8));
+                    bed.edit(&SERVICES, &name, |s| {
+                        s["metadata"]["annotations"] = json!({"metallb.io/loadBalancerIPs": ip});
+                    });
+                    "request"
+                }
+                7 => {
+                    let to = if rng.below(2) == 0 { &wide } else { &narrow };
+                    bed.edit(&IP_ADDRESS_POOLS, "b", |p| {
+                        p["spec"]["addresses"] = to.clone()
+                    });
+                    "pool edit"
+                }
+                8 if restarts < 3 => {
+                    restarts += 1;
+                    let c = bed.controllers[0].take().expect("controller");
+                    if rng.below(2) == 0 {
+                        c.signal(libc::SIGKILL);
+                    } else {
+                        c.signal(libc::SIGTERM);
+                    }
+                    drop(c);
+                    bed.start(0);
+                    bed.wait_active(0);
+                    "restart"
+                }
+                _ => continue,
+            };
+            ops.push(format!("{op} {name}"));
+            touched.insert(name);
+        }
+        let after = settle(&bed);
+        let context = || format!("seed {seed}, round {round}, ops {ops:?}\n{}", bed.logs());
+        let mut holders: BTreeMap<&String, &String> = BTreeMap::new();
+        for (name, (lb, ips)) in &after {
+            assert!(
+                *lb || ips.is_empty(),
+                "{name} is no LoadBalancer but shows {ips:?}; {}",
+                context()
+            );
+            for ip in ips {
+                if let Some(other) = holders.insert(ip, name) {
+                    panic!("{ip} given to {other} and {name}; {}", context());
+                }
+            }
+            // Untouched, it keeps what it had (restarts and pool edits too).
+            if !touched.contains(name)
+                && let Some((_, had)) = before.get(name)
+                && !had.is_empty()
+            {
+                assert_eq!(had, ips, "{name} lost its address; {}", context());
+            }
+        }
+        before = after;
+    }
 }

@@ -61,6 +61,9 @@ pub struct Active {
     reported: Reported,
     /// The last Event message posted on each Service, so each is posted once.
     told: BTreeMap<ObjectRef, String>,
+    /// Addresses released by Services no longer ours, until their status
+    /// stops showing them (a clearing write can lose to a newer version).
+    released: BTreeMap<ObjectRef, Vec<IpAddr>>,
     retry: BTreeSet<ObjectRef>,
     retry_at: Option<Instant>,
     metrics: Arc<Mutex<ControllerMetrics>>,
@@ -92,6 +95,7 @@ impl Active {
             events,
             reported: Reported::default(),
             told: BTreeMap::new(),
+            released: BTreeMap::new(),
             retry: BTreeSet::new(),
             retry_at: None,
             metrics,
@@ -143,6 +147,7 @@ impl Active {
                 let key = ObjectRef::new("Service", &namespace, &name);
                 self.services.remove(&key);
                 self.told.remove(&key);
+                self.released.remove(&key);
                 self.retry.remove(&key);
                 if self.started && self.alloc.remove(&namespace, &name) {
                     info!(service = %key, "deleted; its addresses are free");
@@ -267,7 +272,11 @@ impl Active {
         let _span = info_span!("service", service = %key).entered();
         let before = self.alloc.addresses(&key.namespace, &key.name).to_vec();
         let shown = status_ips(svc);
-        match self.alloc.update(svc) {
+        let outcome = self.alloc.update(svc);
+        if !matches!(outcome, Outcome::Released | Outcome::NotOurs) {
+            self.released.remove(key);
+        }
+        match outcome {
             Outcome::Assigned(ips) => {
                 info!(addresses = ?ips, "assigned");
                 self.writer.write(key.clone(), svc, &ips);
@@ -277,7 +286,21 @@ impl Active {
                     self.told.insert(key.clone(), message);
                 }
             }
-            Outcome::Unchanged | Outcome::NotOurs => {}
+            Outcome::Unchanged => {}
+            Outcome::NotOurs => {
+                if let Some(gone) = self.released.get(key) {
+                    let rest: Vec<IpAddr> = shown
+                        .iter()
+                        .filter(|ip| !gone.contains(ip))
+                        .copied()
+                        .collect();
+                    if rest == shown {
+                        self.released.remove(key);
+                    } else {
+                        self.writer.write(key.clone(), svc, &rest);
+                    }
+                }
+            }
             Outcome::Refused { reason, kept } => {
                 if shown != kept {
                     self.writer.write(key.clone(), svc, &kept);
@@ -294,14 +317,14 @@ impl Active {
             }
             Outcome::Released => {
                 info!(addresses = ?before, "no longer ours; released");
-                let rest: Vec<IpAddr> = shown
-                    .iter()
-                    .filter(|ip| !before.contains(ip))
-                    .copied()
-                    .collect();
-                if rest != shown {
-                    self.writer.write(key.clone(), svc, &rest);
+                // All it shows was ours to write; and what it held may be
+                // in a write not yet seen.
+                let mut gone = before.clone();
+                gone.extend(shown.iter().copied());
+                if !shown.is_empty() {
+                    self.writer.write(key.clone(), svc, &[]);
                 }
+                self.released.insert(key.clone(), gone);
                 self.told.remove(key);
             }
         }
