@@ -57,43 +57,60 @@ pub fn slice(i: usize, ready: &[bool]) -> Value {
 impl Scenario {
     /// The testbed and the seed objects; no agent runs yet.
     pub fn new(fronts: usize, vips: &[&str]) -> Result<Self> {
-        Self::build(fronts, vips, true)
+        Self::build(fronts, vips, true, None)
+    }
+
+    /// The origin story's objects as a user writes them: one pool given
+    /// as the CIDR `pool`, the L2Advertisement for the front nodes, and
+    /// the nginx Service asking for no address (`speaker controller` must
+    /// give it one). `vips` are the addresses the front nodes' kernels
+    /// accept.
+    pub fn story(fronts: usize, pool: &str, vips: &[&str]) -> Result<Self> {
+        Self::build(fronts, vips, true, Some(pool))
     }
 
     /// As [`Scenario::new`], without giving the front nodes' kernels the
     /// VIPs (no traffic to them is needed): for measurements of the API
     /// side with many VIPs.
     pub fn api_only(fronts: usize, vips: &[&str]) -> Result<Self> {
-        Self::build(fronts, vips, false)
+        Self::build(fronts, vips, false, None)
     }
 
-    fn build(fronts: usize, vips: &[&str], accept: bool) -> Result<Self> {
+    fn build(fronts: usize, vips: &[&str], accept: bool, pool: Option<&str>) -> Result<Self> {
         let lan = Lan::new(fronts, if accept { vips } else { &[] })?;
         let c = &lan.cluster;
         for f in &lan.fronts {
             c.create(&NODES, node(&f.name))?;
         }
-        let addresses: Vec<String> = vips
-            .iter()
-            .map(|v| {
-                if v.contains(':') {
-                    format!("{v}/128")
-                } else {
-                    format!("{v}/32")
-                }
-            })
-            .collect();
+        let addresses: Vec<String> = match pool {
+            Some(cidr) => vec![cidr.to_string()],
+            None => vips
+                .iter()
+                .map(|v| {
+                    if v.contains(':') {
+                        format!("{v}/128")
+                    } else {
+                        format!("{v}/32")
+                    }
+                })
+                .collect(),
+        };
         c.create(
             &IP_ADDRESS_POOLS,
             json!({"metadata": {"name": "front"}, "spec": {"addresses": addresses}}),
         )?;
         c.create(&L2_ADVERTISEMENTS, json!({"metadata": {"name": "front"}, "spec": {"ipAddressPools": ["front"], "nodeSelectors": [{"matchLabels": {"node-role": "front"}}]}}))?;
         for (i, vip) in vips.iter().enumerate() {
-            c.create(&SERVICES, json!({
+            let mut svc = json!({
                 "metadata": {"name": service_name(i)},
-                "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]},
+                "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}],
+                         "ipFamilies": [if vip.contains(':') { "IPv6" } else { "IPv4" }], "ipFamilyPolicy": "SingleStack"},
                 "status": {"loadBalancer": {"ingress": [{"ip": vip}]}}
-            }))?;
+            });
+            if pool.is_some() {
+                svc["status"] = json!({});
+            }
+            c.create(&SERVICES, svc)?;
             c.create(&ENDPOINT_SLICES, slice(i, &vec![true; fronts]))?;
         }
         let agents = (0..fronts).map(|_| None).collect();
@@ -121,6 +138,39 @@ impl Scenario {
         #[rustfmt::skip]
         let args = ["agent", "--node-name", node, "--namespace", self.lan.cluster.namespace(), "-i", "eth0", "--metrics-addr", "127.0.0.1:7472"];
         Agent::start_with_env(&f.ns, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])
+    }
+
+    /// Starts `speaker controller` on front node 0 (as a Deployment's pod
+    /// would run somewhere in the cluster), without waiting for it.
+    pub fn start_controller(&self) -> Result<Agent> {
+        let kubeconfig = self.lan.cluster.kubeconfig(0).as_os_str().to_owned();
+        let ns = self.lan.cluster.namespace();
+        #[rustfmt::skip]
+        let args = ["--namespace", ns, "--config-namespace", ns, "--metrics-addr", "127.0.0.1:7473"];
+        Agent::start_controller(
+            &self.lan.fronts[0].ns,
+            &args,
+            &[("KUBECONFIG", kubeconfig.as_os_str())],
+        )
+    }
+
+    /// The addresses Service `i`'s status shows.
+    pub fn service_ips(&self, i: usize) -> Vec<String> {
+        let svc = self
+            .lan
+            .cluster
+            .get(&SERVICES, &service_name(i))
+            .ok()
+            .flatten();
+        svc.and_then(|s| s["status"]["loadBalancer"]["ingress"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| i["ip"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn delete_service(&self, i: usize) -> Result<()> {
+        self.lan.cluster.delete(&SERVICES, &service_name(i))
     }
 
     pub fn start_all(&mut self) -> Result<()> {

@@ -353,3 +353,44 @@ fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
+
+/// The story end to end: the user's pool is a CIDR (the story's
+/// 192.168.122.100/24, here a block of the test LAN), the Service asks for
+/// nothing; the controller gives it the pool's first usable address (not
+/// the network address), the agents announce it, the client reaches it;
+/// deleted, the address is released and no longer answered.
+#[test]
+fn the_controller_gives_the_story_service_an_address_the_agents_announce_until_it_is_deleted() {
+    require_privileges();
+    let vip = "198.18.0.9";
+    let mut s = Scenario::story(3, "198.18.0.8/29", &[vip]).expect("testbed");
+    s.start_all().expect("agents");
+    let controller = s.start_controller().expect("controller");
+    let given = wait_for(Duration::from_secs(10), || s.service_ips(0) == [vip]);
+    assert!(
+        given.is_some(),
+        "status shows {:?}, expected [{vip}]\n{}",
+        s.service_ips(0),
+        controller.log()
+    );
+    let owner = s.settled(vip, Duration::from_secs(10), |_| true);
+    let c = &s.lan.client;
+    let reached = c
+        .command("ping")
+        .args(["-c", "1", "-W", "2", vip])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(reached, "the client cannot reach {vip}");
+    assert_eq!(c.neighbour_mac("eth0", vip), Some(mac_of(&s, &owner)));
+
+    s.delete_service(0).expect("delete");
+    let released = wait_for(Duration::from_secs(10), || {
+        s.answering_by_map(vip).is_empty() && s.answering_on_wire(vip).is_none()
+    });
+    assert!(
+        released.is_some(),
+        "{vip} still answered by {:?} after its Service was deleted",
+        s.answering_by_map(vip)
+    );
+    drop(controller);
+}
