@@ -122,6 +122,7 @@ impl Active {
                 }
                 Some(done) = self.writer.tasks.join_next() => {
                     if let Ok((service, written)) = done {
+                        self.writer.finished(&service);
                         self.written(service, written);
                     }
                 }
@@ -131,6 +132,7 @@ impl Active {
                     self.decide(keys);
                 }
             }
+            self.writer.launch(&self.services);
         }
     }
 
@@ -149,6 +151,7 @@ impl Active {
                 self.told.remove(&key);
                 self.released.remove(&key);
                 self.retry.remove(&key);
+                self.writer.forget(&key);
                 if self.started && self.alloc.remove(&namespace, &name) {
                     info!(service = %key, "deleted; its addresses are free");
                     let waiting: Vec<ObjectRef> = self.alloc.waiting().cloned().collect();
@@ -279,7 +282,7 @@ impl Active {
         match outcome {
             Outcome::Assigned(ips) => {
                 info!(addresses = ?ips, "assigned");
-                self.writer.write(key.clone(), svc, &ips);
+                self.writer.write(key.clone(), &ips);
                 let message = format!("{ips:?}");
                 if self.told.get(key) != Some(&message) {
                     self.events.allocated(key, &ips);
@@ -297,13 +300,13 @@ impl Active {
                     if rest == shown {
                         self.released.remove(key);
                     } else {
-                        self.writer.write(key.clone(), svc, &rest);
+                        self.writer.write(key.clone(), &rest);
                     }
                 }
             }
             Outcome::Refused { reason, kept } => {
                 if shown != kept {
-                    self.writer.write(key.clone(), svc, &kept);
+                    self.writer.write(key.clone(), &kept);
                 }
                 let message = reason.to_string();
                 if self.told.get(key) != Some(&message) {
@@ -322,7 +325,7 @@ impl Active {
                 let mut gone = before.clone();
                 gone.extend(shown.iter().copied());
                 if !shown.is_empty() {
-                    self.writer.write(key.clone(), svc, &[]);
+                    self.writer.write(key.clone(), &[]);
                 }
                 self.released.insert(key.clone(), gone);
                 self.told.remove(key);

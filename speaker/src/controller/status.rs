@@ -1,12 +1,18 @@
-//! Writing `status.loadBalancer.ingress`: one task per write, a few at a
-//! time, each at the resourceVersion the decision was made from, and only
-//! while this process holds the controller Lease.
+//! Writing `status.loadBalancer.ingress`: the latest decision per Service
+//! waits in a queue (a newer one replaces it), a few writes run at once,
+//! one per Service at a time, each built from the newest version seen and
+//! sent at its resourceVersion, and only while this process holds the
+//! controller Lease.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    net::IpAddr,
+    time::Duration,
+};
 
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service};
 use kube::{Api, Client, api::PostParams};
-use tokio::{sync::Semaphore, task::JoinSet, time::timeout};
+use tokio::{task::JoinSet, time::timeout};
 
 use crate::{eligibility::ObjectRef, k8s::leader::Authority};
 
@@ -28,7 +34,11 @@ pub enum Written {
 pub struct StatusWriter {
     client: Client,
     authority: Authority,
-    permits: Arc<Semaphore>,
+    /// The addresses each Service's status must show, not yet sent.
+    pending: BTreeMap<ObjectRef, Vec<IpAddr>>,
+    /// `pending`'s keys, oldest first.
+    order: VecDeque<ObjectRef>,
+    in_flight: BTreeSet<ObjectRef>,
     pub tasks: JoinSet<(ObjectRef, Written)>,
 }
 
@@ -37,48 +47,65 @@ impl StatusWriter {
         Self {
             client,
             authority,
-            permits: Arc::new(Semaphore::new(CONCURRENT_WRITES)),
+            pending: BTreeMap::new(),
+            order: VecDeque::new(),
+            in_flight: BTreeSet::new(),
             tasks: JoinSet::new(),
         }
     }
 
-    /// Makes `svc`'s ingress list exactly `ips`, keeping what else each
-    /// entry says (ports, ipMode) for addresses it already lists.
-    pub fn write(&mut self, service: ObjectRef, svc: &Service, ips: &[IpAddr]) {
-        let mut svc = svc.clone();
-        let status = svc.status.get_or_insert_default();
-        let lb = status
-            .load_balancer
-            .get_or_insert_with(LoadBalancerStatus::default);
-        let old = lb.ingress.take().unwrap_or_default();
-        let ingress: Vec<LoadBalancerIngress> = ips
-            .iter()
-            .map(|ip| {
-                let ip = ip.to_string();
-                old.iter()
-                    .find(|e| e.ip.as_deref() == Some(&ip))
-                    .cloned()
-                    .unwrap_or(LoadBalancerIngress {
-                        ip: Some(ip),
-                        ..Default::default()
-                    })
-            })
-            .collect();
-        lb.ingress = (!ingress.is_empty()).then_some(ingress);
-        let api: Api<Service> = Api::namespaced(self.client.clone(), &service.namespace);
-        let (authority, permits) = (self.authority.clone(), self.permits.clone());
-        self.tasks.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return (service, Written::NotSent);
+    /// Queues `ips` as what `service`'s status must show.
+    pub fn write(&mut self, service: ObjectRef, ips: &[IpAddr]) {
+        if self.pending.insert(service.clone(), ips.to_vec()).is_none() {
+            self.order.push_back(service);
+        }
+    }
+
+    /// Drops what was queued for a Service that is gone.
+    pub fn forget(&mut self, service: &ObjectRef) {
+        self.pending.remove(service);
+    }
+
+    /// A write finished: the Service may be written again.
+    pub fn finished(&mut self, service: &ObjectRef) {
+        self.in_flight.remove(service);
+    }
+
+    /// Starts queued writes while fewer than the limit run, each from the
+    /// newest version of its Service in `services`.
+    pub fn launch(&mut self, services: &BTreeMap<ObjectRef, Service>) {
+        let mut busy = Vec::new();
+        while self.tasks.len() < CONCURRENT_WRITES {
+            let Some(key) = self.order.pop_front() else {
+                break;
             };
-            // Checked after waiting for a permit, just before sending.
+            if self.in_flight.contains(&key) {
+                busy.push(key);
+                continue;
+            }
+            let (Some(ips), Some(svc)) = (self.pending.remove(&key), services.get(&key)) else {
+                continue;
+            };
+            self.in_flight.insert(key.clone());
+            self.spawn(key, with_ingress(svc, &ips));
+        }
+        // Written once the one in flight is done.
+        for key in busy.into_iter().rev() {
+            self.order.push_front(key);
+        }
+    }
+
+    fn spawn(&mut self, service: ObjectRef, svc: Service) {
+        let api: Api<Service> = Api::namespaced(self.client.clone(), &service.namespace);
+        let authority = self.authority.clone();
+        self.tasks.spawn(async move {
+            // Checked just before sending.
             if !authority.holds() {
                 return (service, Written::NotSent);
             }
-            let name = service.name.clone();
             let sent = timeout(
                 WRITE_TIMEOUT,
-                api.replace_status(&name, &PostParams::default(), &svc),
+                api.replace_status(&service.name, &PostParams::default(), &svc),
             )
             .await;
             let written = match sent {
@@ -90,4 +117,30 @@ impl StatusWriter {
             (service, written)
         });
     }
+}
+
+/// `svc` with its ingress list exactly `ips`, keeping what else each
+/// entry says (ports, ipMode) for addresses it already lists.
+fn with_ingress(svc: &Service, ips: &[IpAddr]) -> Service {
+    let mut svc = svc.clone();
+    let status = svc.status.get_or_insert_default();
+    let lb = status
+        .load_balancer
+        .get_or_insert_with(LoadBalancerStatus::default);
+    let old = lb.ingress.take().unwrap_or_default();
+    let ingress: Vec<LoadBalancerIngress> = ips
+        .iter()
+        .map(|ip| {
+            let ip = ip.to_string();
+            old.iter()
+                .find(|e| e.ip.as_deref() == Some(&ip))
+                .cloned()
+                .unwrap_or(LoadBalancerIngress {
+                    ip: Some(ip),
+                    ..Default::default()
+                })
+        })
+        .collect();
+    lb.ingress = (!ingress.is_empty()).then_some(ingress);
+    svc
 }

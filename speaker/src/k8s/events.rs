@@ -3,9 +3,11 @@
 //! `AllocationFailed`), and configuration problems (Warnings on the object
 //! at fault, where `kubectl describe` shows them).
 //!
-//! Each Event is posted from a task of its own, bounded by the request
-//! timeout: the agent's loop never waits on the API for one (a thousand
-//! takeovers would otherwise stall the renewals every answer depends on).
+//! Events are queued to one posting task, each post bounded by a timeout:
+//! the caller's loop never waits on the API for one (a thousand takeovers
+//! would otherwise stall the renewals every answer depends on), and a full
+//! queue drops Events rather than memory without bound (they are
+//! information only).
 
 use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
@@ -14,17 +16,20 @@ use kube::{
     Client,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
-use tokio::time::timeout;
+use tokio::{sync::mpsc, time::timeout};
 use tracing::{debug, warn};
 
 use crate::eligibility::{Issue, ObjectRef};
 
 /// An Event not posted by then is given up (it is information only).
 const POST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Events waiting to be posted at most.
+const QUEUE: usize = 4096;
 
 #[derive(Clone)]
 pub struct Events {
     recorder: Recorder,
+    queue: mpsc::Sender<(Event, ObjectReference)>,
 }
 
 /// Configuration problems already reported, so each is posted once.
@@ -34,16 +39,27 @@ pub struct Reported(BTreeSet<Issue>);
 impl Events {
     /// Events reported by `controller` (`speaker`, `speaker-controller`)
     /// from `instance` (the node, or the controller process).
+    /// Starts the posting task on the current runtime.
     pub fn new(client: Client, controller: &str, instance: &str) -> Self {
-        Self {
-            recorder: Recorder::new(
-                client,
-                Reporter {
-                    controller: controller.into(),
-                    instance: Some(instance.to_string()),
-                },
-            ),
-        }
+        let recorder = Recorder::new(
+            client,
+            Reporter {
+                controller: controller.into(),
+                instance: Some(instance.to_string()),
+            },
+        );
+        let (queue, mut rx) = mpsc::channel::<(Event, ObjectReference)>(QUEUE);
+        let poster = recorder.clone();
+        tokio::spawn(async move {
+            while let Some((ev, reference)) = rx.recv().await {
+                match timeout(POST_TIMEOUT, poster.publish(&ev, &reference)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!(error = %e, "cannot post event"),
+                    Err(_) => debug!("posting an event timed out"),
+                }
+            }
+        });
+        Self { recorder, queue }
     }
 
     /// `IPAllocated` on a Service given `ips` (MetalLB's words).
@@ -119,14 +135,9 @@ impl Events {
         reference: ObjectReference,
     ) {
         let ev = event(type_, reason, action, note);
-        let recorder = self.recorder.clone();
-        tokio::spawn(async move {
-            match timeout(POST_TIMEOUT, recorder.publish(&ev, &reference)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => debug!(error = %e, "cannot post event"),
-                Err(_) => debug!("posting an event timed out"),
-            }
-        });
+        if self.queue.try_send((ev, reference)).is_err() {
+            debug!("event queue full; an event was dropped");
+        }
     }
 }
 
