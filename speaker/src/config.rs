@@ -74,6 +74,10 @@ pub struct AgentArgs {
     /// Namespace of the election's Leases.
     #[arg(long, default_value = "speaker-system")]
     pub namespace: String,
+    /// Namespace the IPAddressPools and L2Advertisements are read from
+    /// (MetalLB's, so a MetalLB install's configuration works as it is).
+    #[arg(long, default_value = "metallb-system", value_name = "NAMESPACE")]
+    pub config_namespace: String,
     /// Where to announce when an L2Advertisement names no interfaces
     /// (repeatable): an interface, or IF:VID for an 802.1Q VLAN on it.
     #[arg(
@@ -114,6 +118,8 @@ pub struct AgentArgs {
 pub struct AgentConfig {
     pub node: String,
     pub namespace: String,
+    /// Where IPAddressPools and L2Advertisements are read from.
+    pub config_namespace: String,
     /// Where VIPs are announced when an L2Advertisement names no interfaces.
     pub default_links: Vec<Link>,
     pub settings: Settings,
@@ -144,6 +150,7 @@ impl AgentArgs {
         Ok(AgentConfig {
             node: self.node_name,
             namespace: self.namespace,
+            config_namespace: self.config_namespace,
             default_links,
             settings: Settings {
                 load_balancer_class: self.load_balancer_class,

@@ -184,6 +184,23 @@ impl Cluster {
         }
     }
 
+    /// Creates a namespaced object in `namespace`, creating the namespace
+    /// first (it goes when the test ends, with a real cluster).
+    pub fn create_in(&self, gvr: &Gvr, namespace: &str, obj: Value) -> Result<Value> {
+        if self.get(&NAMESPACES, namespace)?.is_none() {
+            self.create(&NAMESPACES, json!({"metadata": {"name": namespace}}))?;
+        }
+        match &self.backend {
+            Backend::StandIn { server, .. } => Ok(server.create(gvr, Some(namespace), obj)?),
+            Backend::Real { runtime, .. } => {
+                let api = self.api_in(gvr, namespace)?;
+                let obj: DynamicObject = serde_json::from_value(with_type(gvr, obj)?)?;
+                let made = runtime.block_on(api.create(&PostParams::default(), &obj))?;
+                Ok(serde_json::to_value(made)?)
+            }
+        }
+    }
+
     /// The object, or `None` when it does not exist.
     pub fn get(&self, gvr: &Gvr, name: &str) -> Result<Option<Value>> {
         match &self.backend {

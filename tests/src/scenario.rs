@@ -1,8 +1,10 @@
 //! The origin scenario on the LAN testbed: front nodes labelled
-//! `node-role: front`, a pool holding the VIPs, an L2Advertisement for the
-//! front nodes, one LoadBalancer Service per VIP (externalTrafficPolicy
-//! Local) with a ready endpoint on every front node and the VIP already in
-//! its status, and `speaker agent` on each front node. Ownership is read
+//! `node-role: front`, a pool holding the VIPs and an L2Advertisement for
+//! the front nodes (both in the test's namespace, which the agents read as
+//! their config namespace), one LoadBalancer Service per VIP
+//! (externalTrafficPolicy Local) with a ready endpoint on every front node
+//! and the VIP already in its status, and `speaker agent` on each front
+//! node. Ownership is read
 //! three ways: the record in the API, each node's BPF map, and the MAC that
 //! answers the client on the wire.
 
@@ -135,8 +137,9 @@ impl Scenario {
     pub fn spawn_as(&self, i: usize, node: &str) -> Result<Agent> {
         let f = &self.lan.fronts[i];
         let kubeconfig = self.lan.cluster.kubeconfig(i).as_os_str().to_owned();
+        let ns = self.lan.cluster.namespace();
         #[rustfmt::skip]
-        let args = ["agent", "--node-name", node, "--namespace", self.lan.cluster.namespace(), "-i", "eth0", "--metrics-addr", "127.0.0.1:7472"];
+        let args = ["agent", "--node-name", node, "--namespace", ns, "--config-namespace", ns, "-i", "eth0", "--metrics-addr", "127.0.0.1:7472"];
         Agent::start_with_env(&f.ns, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])
     }
 

@@ -3,13 +3,13 @@
 //! lease), endpoint unreadiness and node exclusion, never to an ineligible
 //! node. At every step the record in the API, every node's BPF map and the
 //! answer on the wire agree. Bad configuration is reported and harms
-//! nothing else.
+//! nothing else; pools outside the config namespace are not used.
 
 use std::time::Duration;
 
 use serde_json::json;
 use speaker_tests::{
-    apiserver::{EVENTS, EVENTS_V1, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS},
+    apiserver::{EVENTS, EVENTS_V1, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS, SERVICES},
     require_privileges,
     scenario::Scenario,
     wait_for,
@@ -131,4 +131,49 @@ fn a_second_agent_under_the_same_node_name_refuses_to_run() {
     // The first agent goes on as before, alone.
     assert_eq!(s.record(VIP), record, "the record was written");
     assert_eq!(s.answering_by_map(VIP), vec![owner]);
+}
+
+#[test]
+fn pools_outside_the_config_namespace_are_not_used() {
+    require_privileges();
+    const ELSEWHERE_VIP: &str = "198.18.0.11";
+    let mut s = Scenario::new(3, &[VIP, ELSEWHERE_VIP]).expect("testbed");
+    let c = &s.lan.cluster;
+    // The config namespace's pool keeps VIP only; ELSEWHERE_VIP's pool and
+    // advertisement, otherwise the same, live in another namespace.
+    let pool = |vip: &str| json!({"metadata": {"name": "front"}, "spec": {"addresses": [format!("{vip}/32")]}});
+    c.replace(&IP_ADDRESS_POOLS, pool(VIP)).expect("pool");
+    let elsewhere = format!("{}-elsewhere", c.namespace());
+    let ad = c
+        .get(&L2_ADVERTISEMENTS, "front")
+        .expect("get")
+        .expect("the scenario's advertisement");
+    let ad = json!({"metadata": {"name": "front"}, "spec": ad["spec"]});
+    c.create_in(&IP_ADDRESS_POOLS, &elsewhere, pool(ELSEWHERE_VIP))
+        .expect("pool elsewhere");
+    c.create_in(&L2_ADVERTISEMENTS, &elsewhere, ad)
+        .expect("advertisement elsewhere");
+    s.start_all().expect("agents");
+    s.settled(VIP, Duration::from_secs(10), |_| true);
+
+    // The Service of ELSEWHERE_VIP is seen, its address in no pool.
+    let c = &s.lan.cluster;
+    assert!(c.get(&SERVICES, "nginx-1").expect("get").is_some());
+    let reported = wait_for(Duration::from_secs(3), || {
+        let mut events = c.list(&EVENTS_V1).unwrap_or_default();
+        events.extend(c.list(&EVENTS).unwrap_or_default());
+        events.iter().any(|e| {
+            let note = e["note"].as_str().or(e["message"].as_str()).unwrap_or("");
+            e["reason"] == "ConfigurationProblem"
+                && note.contains(&format!("address {ELSEWHERE_VIP} is in no IPAddressPool"))
+        })
+    });
+    assert!(
+        reported.is_some(),
+        "no Event: {ELSEWHERE_VIP} is in no pool"
+    );
+    let announced = wait_for(Duration::from_secs(2), || {
+        s.holder(ELSEWHERE_VIP).is_some() || !s.answering_by_map(ELSEWHERE_VIP).is_empty()
+    });
+    assert!(announced.is_none(), "a pool of another namespace was used");
 }

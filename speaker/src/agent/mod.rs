@@ -56,7 +56,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut carrier = tokio::time::interval(CARRIER_INTERVAL);
     let mut stop_by: Option<Instant> = None;
     let mut superseded = agent.requests.superseded();
-    info!(node = %cfg.node, namespace = %cfg.namespace, "agent started");
+    info!(node = %cfg.node, namespace = %cfg.namespace,
+        config_namespace = %cfg.config_namespace, "agent started");
 
     loop {
         let now = now_ns();
@@ -144,7 +145,7 @@ async fn start(
     for link in &cfg.default_links {
         answer.attach(&link.iface)?;
     }
-    let stores = ClusterStores::start(&client);
+    let stores = ClusterStores::start(&client, &cfg.config_namespace);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     watch::leases(&client, &cfg.namespace, tx.clone());
     let agent = Agent {

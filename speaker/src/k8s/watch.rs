@@ -41,15 +41,20 @@ pub struct ClusterStores {
 }
 
 impl ClusterStores {
-    /// Starts the reflectors (tasks on the current runtime).
-    pub fn start(client: &Client) -> Self {
+    /// Starts the reflectors (tasks on the current runtime). MetalLB's
+    /// objects are read from `config_namespace` only, as MetalLB reads
+    /// them from its own: pools elsewhere are not ours to announce.
+    pub fn start(client: &Client, config_namespace: &str) -> Self {
         let (tx, changed) = tokio_watch::channel(0u64);
         Self {
             services: reflect(Api::all(client.clone()), tx.clone()),
             slices: reflect(Api::all(client.clone()), tx.clone()),
             nodes: reflect(Api::all(client.clone()), tx.clone()),
-            pools: reflect(Api::all(client.clone()), tx.clone()),
-            advertisements: reflect(Api::all(client.clone()), tx),
+            pools: reflect(
+                Api::namespaced(client.clone(), config_namespace),
+                tx.clone(),
+            ),
+            advertisements: reflect(Api::namespaced(client.clone(), config_namespace), tx),
             changed,
         }
     }
