@@ -70,7 +70,10 @@ where
     while let Some(event) = stream.next().await {
         let mut out = Vec::new();
         match event {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+            Ok(watcher::Event::Apply(mut o) | watcher::Event::InitApply(mut o)) => {
+                // Often the largest part of an object, and never read; a
+                // write without it leaves the server's as they are.
+                o.meta_mut().managed_fields = None;
                 known.insert(key(&o));
                 listed.insert(key(&o));
                 out.push(Change::Applied(Box::new(o)));
