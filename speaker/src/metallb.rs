@@ -106,6 +106,10 @@ pub struct L2AdvertisementSpec {
     pub node_selectors: Option<Vec<LabelSelector>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interfaces: Option<Vec<String>>,
+    /// MetalLB v0.16: only Services matching one of these (absent or
+    /// empty: every Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_selectors: Option<Vec<LabelSelector>>,
 }
 
 /// The `L2Advertisement` object. Written by hand rather than with
@@ -213,6 +217,7 @@ mod tests {
                 "ipAddressPoolSelectors": [{"matchLabels": {"a": "b"}}],
                 "nodeSelectors": [{"matchExpressions": [{"key": "k", "operator": "Exists"}]}],
                 "interfaces": ["eth0"],
+                "serviceSelectors": [{"matchLabels": {"app": "web"}}],
                 "unknown": true
             },
             "status": {}
@@ -221,6 +226,7 @@ mod tests {
         assert_eq!(adv.spec.ip_address_pools, Some(vec!["first".to_owned()]));
         assert_eq!(adv.spec.interfaces, Some(vec!["eth0".to_owned()]));
         assert_eq!(adv.spec.node_selectors.map(|s| s.len()), Some(1));
+        assert_eq!(adv.spec.service_selectors.map(|s| s.len()), Some(1));
     }
 
     #[test]

@@ -149,8 +149,9 @@ impl fmt::Display for Refusal {
             }
             Self::NotInAnyPool(ip) => write!(
                 f,
-                "requested address {ip} is in no IPAddressPool (or its pool avoids \
-                 addresses ending in .0 and .255)"
+                "requested address {ip} is in no IPAddressPool (pools leave out the network \
+                 and broadcast addresses of IPv4 CIDRs, and addresses ending in .0 and .255 \
+                 when they avoid buggy IPs)"
             ),
             Self::NotInOnePool(ips) => write!(
                 f,

@@ -183,8 +183,14 @@ type Case = (
 #[test]
 fn allocation_cases() {
     let none = json!({});
-    let v4 = || pool("a", &["198.18.0.0/30"], json!({}));
-    let dual = |name: &str| pool(name, &["198.18.0.0/30", "2001:db8::/126"], json!({}));
+    let v4 = || pool("a", &["198.18.0.0-198.18.0.3"], json!({}));
+    let dual = |name: &str| {
+        pool(
+            name,
+            &["198.18.0.0-198.18.0.3", "2001:db8::/126"],
+            json!({}),
+        )
+    };
     let v6only = |name: &str| pool(name, &["2001:db8::/126"], json!({}));
     let manual = |name: &str, addr: &str| pool(name, &[addr], json!({"autoAssign": false}));
     let prio = |name: &str, addr: &str, p: i32| {
@@ -211,19 +217,26 @@ fn allocation_cases() {
         // Pools: CIDRs, ranges, IPv6, avoidBuggyIPs.
         ("cidr: first address",              vec![v4()], vec![], svc("s", none.clone()), got(&["198.18.0.0"])),
         ("cidr: next free address",          vec![v4()], vec![x.clone()], svc("s", none.clone()), got(&["198.18.0.1"])),
+        ("cidr: network address left out",   vec![pool("a", &["198.18.0.8/29"], none.clone())], vec![], svc("s", none.clone()), got(&["198.18.0.9"])),
+        ("cidr: network not requestable",    vec![pool("a", &["198.18.0.8/29"], none.clone())], vec![], svc("s", json!({"ann": {"ips": "198.18.0.8"}})), refused(Refusal::NotInAnyPool(ip("198.18.0.8")))),
+        ("cidr: broadcast not requestable",  vec![pool("a", &["198.18.0.8/29"], none.clone())], vec![], svc("s", json!({"ann": {"ips": "198.18.0.15"}})), refused(Refusal::NotInAnyPool(ip("198.18.0.15")))),
+        ("cidr: network listed as /32",      vec![pool("a", &["198.18.0.8/29", "198.18.0.8/32"], none.clone())], vec![], svc("s", json!({"ann": {"ips": "198.18.0.8"}})), got(&["198.18.0.8"])),
+        ("cidr: broadcast listed as range",  vec![pool("a", &["198.18.0.8/29", "198.18.0.15-198.18.0.15"], none.clone())], vec![], svc("s", json!({"ann": {"ips": "198.18.0.15"}})), got(&["198.18.0.15"])),
+        ("cidr: /31 has no edges",           vec![pool("a", &["198.18.0.8/31"], none.clone())], vec![], svc("s", none.clone()), got(&["198.18.0.8"])),
+        ("cidr: IPv6 has no broadcast",      vec![v6only("a")], vec![], svc("s", json!({"families": ["IPv6"]})), got(&["2001:db8::"])),
         ("range: first address",             vec![pool("a", &["198.18.1.10-198.18.1.12"], none.clone())], vec![], svc("s", none.clone()), got(&["198.18.1.10"])),
-        ("entries in listed order",          vec![pool("a", &["198.18.9.9/32", "198.18.0.0/30"], none.clone())], vec![], svc("s", none.clone()), got(&["198.18.9.9"])),
+        ("entries in listed order",          vec![pool("a", &["198.18.9.9/32", "198.18.0.0-198.18.0.3"], none.clone())], vec![], svc("s", none.clone()), got(&["198.18.9.9"])),
         ("ipv6 single stack",                vec![dual("a")], vec![], svc("s", json!({"families": ["IPv6"]})), got(&["2001:db8::"])),
         ("ipv6 pool, ipv4 Service",          vec![v6only("a")], vec![], svc("s", none.clone()), refused(Refusal::NoFreeAddress { need: Need::One(Family::V4), tried: vec!["a".into()] })),
         ("avoidBuggyIPs skips .0",           vec![buggy("198.18.0.0/24")], vec![], svc("s", none.clone()), got(&["198.18.0.1"])),
         ("avoidBuggyIPs skips .255 and .0",  vec![buggy("198.18.0.254-198.18.1.2")], vec![x.clone()], svc("s", none.clone()), got(&["198.18.1.1"])),
         ("avoidBuggyIPs: .255 in no pool",   vec![buggy("198.18.0.0/24")], vec![], svc("s", json!({"ann": {"ips": "198.18.0.255"}})), refused(Refusal::NotInAnyPool(ip("198.18.0.255")))),
-        ("without avoidBuggyIPs .255 is ok", vec![pool("a", &["198.18.0.0/24"], none.clone())], vec![], svc("s", json!({"ann": {"ips": "198.18.0.255"}})), got(&["198.18.0.255"])),
+        ("without avoidBuggyIPs .255 is ok", vec![pool("a", &["198.18.0.0-198.18.0.255"], none.clone())], vec![], svc("s", json!({"ann": {"ips": "198.18.0.255"}})), got(&["198.18.0.255"])),
         // autoAssign: false.
-        ("autoAssign false: not automatic",  vec![manual("a", "198.18.0.0/30")], vec![], svc("s", none.clone()), refused(Refusal::NoPoolForService)),
-        ("autoAssign false: next pool",      vec![manual("a", "198.18.0.0/30"), pool("b", &["198.18.5.0/30"], none.clone())], vec![], svc("s", none.clone()), got(&["198.18.5.0"])),
-        ("autoAssign false: by name",        vec![manual("a", "198.18.0.0/30")], vec![], svc("s", json!({"ann": {"pool": "a"}})), got(&["198.18.0.0"])),
-        ("autoAssign false: by IP",          vec![manual("a", "198.18.0.0/30")], vec![], svc("s", json!({"ann": {"ips": "198.18.0.2"}})), got(&["198.18.0.2"])),
+        ("autoAssign false: not automatic",  vec![manual("a", "198.18.0.0-198.18.0.3")], vec![], svc("s", none.clone()), refused(Refusal::NoPoolForService)),
+        ("autoAssign false: next pool",      vec![manual("a", "198.18.0.0-198.18.0.3"), pool("b", &["198.18.5.0-198.18.5.3"], none.clone())], vec![], svc("s", none.clone()), got(&["198.18.5.0"])),
+        ("autoAssign false: by name",        vec![manual("a", "198.18.0.0-198.18.0.3")], vec![], svc("s", json!({"ann": {"pool": "a"}})), got(&["198.18.0.0"])),
+        ("autoAssign false: by IP",          vec![manual("a", "198.18.0.0-198.18.0.3")], vec![], svc("s", json!({"ann": {"ips": "198.18.0.2"}})), got(&["198.18.0.2"])),
         // Requests.
         ("loadBalancerIPs annotation",       vec![v4()], vec![], svc("s", json!({"ann": {"ips": "198.18.0.3"}})), got(&["198.18.0.3"])),
         ("deprecated annotation",            vec![v4()], vec![], svc("s", json!({"ann": {"metallb.universe.tf/loadBalancerIPs": "198.18.0.3"}})), got(&["198.18.0.3"])),
@@ -236,27 +249,27 @@ fn allocation_cases() {
         ("requested IP in no pool",          vec![v4()], vec![], svc("s", json!({"ann": {"ips": "203.0.113.1"}})), refused(Refusal::NotInAnyPool(ip("203.0.113.1")))),
         ("requested IP of the wrong family", vec![dual("a")], vec![], svc("s", json!({"ann": {"ips": "2001:db8::1"}})), refused(Refusal::WrongFamilies { requested: ips(&["2001:db8::1"]), families: vec![Family::V4] })),
         ("requested IPs in two pools",       vec![v4(), v6only("b")], vec![], svc("s", json!({"policy": "RequireDualStack", "ann": {"ips": "198.18.0.1,2001:db8::1"}})), refused(Refusal::NotInOnePool(ips(&["198.18.0.1", "2001:db8::1"])))),
-        ("requested IP outside named pool",  vec![v4(), pool("b", &["198.18.5.0/30"], none.clone())], vec![], svc("s", json!({"ann": {"ips": "198.18.0.1", "pool": "b"}})), refused(Refusal::NotInRequestedPool { ips: ips(&["198.18.0.1"]), pool: "b".into() })),
+        ("requested IP outside named pool",  vec![v4(), pool("b", &["198.18.5.0-198.18.5.3"], none.clone())], vec![], svc("s", json!({"ann": {"ips": "198.18.0.1", "pool": "b"}})), refused(Refusal::NotInRequestedPool { ips: ips(&["198.18.0.1"]), pool: "b".into() })),
         // Pools by name.
-        ("address-pool annotation",          vec![v4(), pool("b", &["198.18.5.0/30"], none.clone())], vec![], svc("s", json!({"ann": {"pool": "b"}})), got(&["198.18.5.0"])),
+        ("address-pool annotation",          vec![v4(), pool("b", &["198.18.5.0-198.18.5.3"], none.clone())], vec![], svc("s", json!({"ann": {"pool": "b"}})), got(&["198.18.5.0"])),
         ("unknown pool",                     vec![v4()], vec![], svc("s", json!({"ann": {"pool": "nope"}})), refused(Refusal::UnknownPool("nope".into()))),
         ("named pool exhausted",             vec![pool("a", &["198.18.0.0/32"], none.clone())], vec![x.clone()], svc("s", json!({"ann": {"pool": "a"}})), refused(Refusal::PoolExhausted { pool: "a".into(), need: Need::One(Family::V4) })),
         // Order of automatic assignment.
-        ("lower priority number first",      vec![prio("a", "198.18.0.0/30", 20), prio("b", "198.18.5.0/30", 10)], vec![], svc("s", none.clone()), got(&["198.18.5.0"])),
-        ("no priority comes after",          vec![pool("a", &["198.18.0.0/30"], none.clone()), prio("b", "198.18.5.0/30", 5)], vec![], svc("s", none.clone()), got(&["198.18.5.0"])),
-        ("ties broken by name",              vec![pool("b", &["198.18.5.0/30"], none.clone()), v4()], vec![], svc("s", none.clone()), got(&["198.18.0.0"])),
-        ("full pool: next in order",         vec![prio("a", "198.18.0.0/32", 1), prio("b", "198.18.5.0/30", 2)], vec![x.clone()], svc("s", none.clone()), got(&["198.18.5.0"])),
-        ("pinned pools before open ones",    vec![v4(), alloc("z", "198.18.5.0/30", json!({"namespaces": ["default"]}))], vec![], svc("s", none.clone()), got(&["198.18.5.0"])),
+        ("lower priority number first",      vec![prio("a", "198.18.0.0-198.18.0.3", 20), prio("b", "198.18.5.0-198.18.5.3", 10)], vec![], svc("s", none.clone()), got(&["198.18.5.0"])),
+        ("no priority comes after",          vec![pool("a", &["198.18.0.0-198.18.0.3"], none.clone()), prio("b", "198.18.5.0-198.18.5.3", 5)], vec![], svc("s", none.clone()), got(&["198.18.5.0"])),
+        ("ties broken by name",              vec![pool("b", &["198.18.5.0-198.18.5.3"], none.clone()), v4()], vec![], svc("s", none.clone()), got(&["198.18.0.0"])),
+        ("full pool: next in order",         vec![prio("a", "198.18.0.0/32", 1), prio("b", "198.18.5.0-198.18.5.3", 2)], vec![x.clone()], svc("s", none.clone()), got(&["198.18.5.0"])),
+        ("pinned pools before open ones",    vec![v4(), alloc("z", "198.18.5.0-198.18.5.3", json!({"namespaces": ["default"]}))], vec![], svc("s", none.clone()), got(&["198.18.5.0"])),
         // serviceAllocation restrictions.
-        ("namespaces: listed namespace",     vec![alloc("a", "198.18.0.0/30", json!({"namespaces": ["team-a"]}))], vec![], svc("team-a/s", none.clone()), got(&["198.18.0.0"])),
-        ("namespaces: other namespace",      vec![alloc("a", "198.18.0.0/30", json!({"namespaces": ["team-a"]}))], vec![], svc("s", none.clone()), refused(Refusal::NoPoolForService)),
-        ("namespaceSelectors: match",        vec![alloc("a", "198.18.0.0/30", json!({"namespaceSelectors": [{"matchLabels": {"team": "b"}}]}))], vec![], svc("team-b/s", none.clone()), got(&["198.18.0.0"])),
-        ("namespaceSelectors: no match",     vec![alloc("a", "198.18.0.0/30", json!({"namespaceSelectors": [{"matchLabels": {"team": "b"}}]}))], vec![], svc("team-a/s", none.clone()), refused(Refusal::NoPoolForService)),
-        ("namespaces or selectors",          vec![alloc("a", "198.18.0.0/30", json!({"namespaces": ["default"], "namespaceSelectors": [{"matchLabels": {"team": "b"}}]}))], vec![], svc("team-b/s", none.clone()), got(&["198.18.0.0"])),
-        ("serviceSelectors: match",          vec![alloc("a", "198.18.0.0/30", json!({"serviceSelectors": [{"matchLabels": {"app": "web"}}]}))], vec![], svc("s", json!({"labels": {"app": "web"}})), got(&["198.18.0.0"])),
-        ("serviceSelectors: no match",       vec![alloc("a", "198.18.0.0/30", json!({"serviceSelectors": [{"matchLabels": {"app": "web"}}]}))], vec![], svc("s", none.clone()), refused(Refusal::NoPoolForService)),
-        ("restricted pool by IP",            vec![alloc("a", "198.18.0.0/30", json!({"namespaces": ["team-a"]}))], vec![], svc("s", json!({"ann": {"ips": "198.18.0.1"}})), refused(Refusal::PoolNotAllowed { pool: "a".into() })),
-        ("restricted pool by name",          vec![alloc("a", "198.18.0.0/30", json!({"namespaces": ["team-a"]}))], vec![], svc("s", json!({"ann": {"pool": "a"}})), refused(Refusal::PoolNotAllowed { pool: "a".into() })),
+        ("namespaces: listed namespace",     vec![alloc("a", "198.18.0.0-198.18.0.3", json!({"namespaces": ["team-a"]}))], vec![], svc("team-a/s", none.clone()), got(&["198.18.0.0"])),
+        ("namespaces: other namespace",      vec![alloc("a", "198.18.0.0-198.18.0.3", json!({"namespaces": ["team-a"]}))], vec![], svc("s", none.clone()), refused(Refusal::NoPoolForService)),
+        ("namespaceSelectors: match",        vec![alloc("a", "198.18.0.0-198.18.0.3", json!({"namespaceSelectors": [{"matchLabels": {"team": "b"}}]}))], vec![], svc("team-b/s", none.clone()), got(&["198.18.0.0"])),
+        ("namespaceSelectors: no match",     vec![alloc("a", "198.18.0.0-198.18.0.3", json!({"namespaceSelectors": [{"matchLabels": {"team": "b"}}]}))], vec![], svc("team-a/s", none.clone()), refused(Refusal::NoPoolForService)),
+        ("namespaces or selectors",          vec![alloc("a", "198.18.0.0-198.18.0.3", json!({"namespaces": ["default"], "namespaceSelectors": [{"matchLabels": {"team": "b"}}]}))], vec![], svc("team-b/s", none.clone()), got(&["198.18.0.0"])),
+        ("serviceSelectors: match",          vec![alloc("a", "198.18.0.0-198.18.0.3", json!({"serviceSelectors": [{"matchLabels": {"app": "web"}}]}))], vec![], svc("s", json!({"labels": {"app": "web"}})), got(&["198.18.0.0"])),
+        ("serviceSelectors: no match",       vec![alloc("a", "198.18.0.0-198.18.0.3", json!({"serviceSelectors": [{"matchLabels": {"app": "web"}}]}))], vec![], svc("s", none.clone()), refused(Refusal::NoPoolForService)),
+        ("restricted pool by IP",            vec![alloc("a", "198.18.0.0-198.18.0.3", json!({"namespaces": ["team-a"]}))], vec![], svc("s", json!({"ann": {"ips": "198.18.0.1"}})), refused(Refusal::PoolNotAllowed { pool: "a".into() })),
+        ("restricted pool by name",          vec![alloc("a", "198.18.0.0-198.18.0.3", json!({"namespaces": ["team-a"]}))], vec![], svc("s", json!({"ann": {"pool": "a"}})), refused(Refusal::PoolNotAllowed { pool: "a".into() })),
         // ipFamilyPolicy.
         ("SingleStack IPv6 of dual pool",    vec![dual("a")], vec![], svc("s", json!({"families": ["IPv6", "IPv4"], "policy": "SingleStack"})), got(&["2001:db8::"])),
         ("RequireDualStack",                 vec![dual("a")], vec![], svc("s", json!({"families": ["IPv4", "IPv6"], "policy": "RequireDualStack"})), got(&["198.18.0.0", "2001:db8::"])),
@@ -267,7 +280,7 @@ fn allocation_cases() {
         ("PreferDualStack: both",            vec![dual("a")], vec![], svc("s", json!({"families": ["IPv4", "IPv6"], "policy": "PreferDualStack"})), got(&["198.18.0.0", "2001:db8::"])),
         ("PreferDualStack: falls back",      vec![v4()], vec![], svc("s", json!({"families": ["IPv4", "IPv6"], "policy": "PreferDualStack"})), got(&["198.18.0.0"])),
         ("PreferDualStack: primary first",   vec![v4(), v6only("b")], vec![], svc("s", json!({"families": ["IPv6", "IPv4"], "policy": "PreferDualStack"})), got(&["2001:db8::"])),
-        ("PreferDualStack: pool with both",  vec![prio("a", "198.18.0.0/30", 1), pool("b", &["198.18.5.0/30", "2001:db8::/126"], json!({"serviceAllocation": {"priority": 2}}))], vec![], svc("s", json!({"families": ["IPv4", "IPv6"], "policy": "PreferDualStack"})), got(&["198.18.5.0", "2001:db8::"])),
+        ("PreferDualStack: pool with both",  vec![prio("a", "198.18.0.0-198.18.0.3", 1), pool("b", &["198.18.5.0-198.18.5.3", "2001:db8::/126"], json!({"serviceAllocation": {"priority": 2}}))], vec![], svc("s", json!({"families": ["IPv4", "IPv6"], "policy": "PreferDualStack"})), got(&["198.18.5.0", "2001:db8::"])),
         ("PreferDualStack, one family",      vec![dual("a")], vec![], svc("s", json!({"families": ["IPv6"], "policy": "PreferDualStack"})), got(&["2001:db8::"])),
         // Sharing.
         ("sharing: same key, other ports",   vec![v4()], vec![shared("x", json!({}))], shared("s", json!({"ports": ["TCP/443"]})), got(&["198.18.0.1"])),
@@ -373,7 +386,8 @@ fn restore_after_restart_keeps_every_address() {
         assert_eq!(b.addresses("default", name), had.as_slice());
     }
     // A new Service gets a free address, not one restored.
-    assert_eq!(b.update(&svc("new", json!({}))), got(&["198.18.0.3"]));
+    // (.0 is the /29's network address.)
+    assert_eq!(b.update(&svc("new", json!({}))), got(&["198.18.0.4"]));
     assert_eq!(
         a.counts(),
         b.counts()
@@ -388,7 +402,7 @@ fn restore_after_restart_keeps_every_address() {
 
 #[test]
 fn restore_reports_a_clash_and_update_reassigns() {
-    let mut a = world(&[pool("a", &["198.18.0.0/30"], json!({}))]);
+    let mut a = world(&[pool("a", &["198.18.0.0-198.18.0.3"], json!({}))]);
     let s = svc("s", json!({"status": ["198.18.0.1"]}));
     let t = svc("t", json!({"status": ["198.18.0.1"]}));
     assert!(a.restore(&s).is_empty());
@@ -406,9 +420,9 @@ fn restore_reports_a_clash_and_update_reassigns() {
 
 #[test]
 fn pool_edit_leaving_an_address_in_no_pool_keeps_it_and_reports_it() {
-    let mut a = world(&[pool("a", &["198.18.0.0/30"], json!({}))]);
+    let mut a = world(&[pool("a", &["198.18.0.0-198.18.0.3"], json!({}))]);
     let (_, s) = apply(&mut a, &svc("s", json!({})));
-    let moved = [pool("a", &["198.18.5.0/30"], json!({}))];
+    let moved = [pool("a", &["198.18.5.0-198.18.5.3"], json!({}))];
     let issues = a.set_pools(&moved);
     assert_eq!(issues.len(), 1);
     assert_eq!(
@@ -437,15 +451,15 @@ fn pool_edit_leaving_an_address_in_no_pool_keeps_it_and_reports_it() {
 fn pool_edit_that_no_longer_serves_the_service_reassigns() {
     let restricted = json!({"serviceAllocation": {"namespaces": ["team-a"]}});
     let mut a = world(&[
-        pool("a", &["198.18.0.0/30"], json!({})),
-        pool("b", &["198.18.5.0/30"], json!({})),
+        pool("a", &["198.18.0.0-198.18.0.3"], json!({})),
+        pool("b", &["198.18.5.0-198.18.5.3"], json!({})),
     ]);
     let (_, s) = apply(&mut a, &svc("s", json!({})));
     assert_eq!(a.addresses("default", "s"), ips(&["198.18.0.0"]));
     assert!(
         a.set_pools(&[
-            pool("a", &["198.18.0.0/30"], restricted),
-            pool("b", &["198.18.5.0/30"], json!({}))
+            pool("a", &["198.18.0.0-198.18.0.3"], restricted),
+            pool("b", &["198.18.5.0-198.18.5.3"], json!({}))
         ])
         .is_empty()
     );
@@ -454,16 +468,16 @@ fn pool_edit_that_no_longer_serves_the_service_reassigns() {
 
 #[test]
 fn valid_assignment_stays_put() {
-    let mut a = world(&[pool("b", &["198.18.5.0/30"], json!({}))]);
+    let mut a = world(&[pool("b", &["198.18.5.0-198.18.5.3"], json!({}))]);
     let (_, s) = apply(&mut a, &svc("s", json!({})));
     // A pool that would now come first does not move it.
     a.set_pools(&[
         pool(
             "a",
-            &["198.18.0.0/30"],
+            &["198.18.0.0-198.18.0.3"],
             json!({"serviceAllocation": {"priority": 1}}),
         ),
-        pool("b", &["198.18.5.0/30"], json!({})),
+        pool("b", &["198.18.5.0-198.18.5.3"], json!({})),
     ]);
     assert_eq!(a.update(&s), Outcome::Unchanged);
     // A stale copy without the status we wrote: same address, written again.
@@ -479,8 +493,8 @@ fn valid_assignment_stays_put() {
 #[test]
 fn new_request_moves_the_service() {
     let mut a = world(&[
-        pool("a", &["198.18.0.0/30"], json!({})),
-        pool("b", &["198.18.5.0/30"], json!({})),
+        pool("a", &["198.18.0.0-198.18.0.3"], json!({})),
+        pool("b", &["198.18.5.0-198.18.5.3"], json!({})),
     ]);
     let (_, s) = apply(&mut a, &svc("s", json!({})));
     let by_ip = svc(
@@ -507,12 +521,12 @@ fn new_request_moves_the_service() {
 #[test]
 fn prefer_dual_stack_gains_the_missing_family_from_its_pool() {
     let prefer = json!({"families": ["IPv4", "IPv6"], "policy": "PreferDualStack"});
-    let mut a = world(&[pool("a", &["198.18.0.0/30"], json!({}))]);
+    let mut a = world(&[pool("a", &["198.18.0.0-198.18.0.3"], json!({}))]);
     let (outcome, s) = apply(&mut a, &svc("s", prefer));
     assert_eq!(outcome, got(&["198.18.0.0"]));
     assert_eq!(a.update(&s), Outcome::Unchanged);
     a.set_pools(&[
-        pool("a", &["198.18.0.0/30", "2001:db8::/126"], json!({})),
+        pool("a", &["198.18.0.0-198.18.0.3", "2001:db8::/126"], json!({})),
         pool("b", &["2001:db8:1::/126"], json!({})),
     ]);
     assert_eq!(a.update(&s), got(&["198.18.0.0", "2001:db8::"]));
@@ -520,7 +534,11 @@ fn prefer_dual_stack_gains_the_missing_family_from_its_pool() {
 
 #[test]
 fn addresses_of_the_wrong_families_are_given_up() {
-    let mut a = world(&[pool("a", &["198.18.0.0/30", "2001:db8::/126"], json!({}))]);
+    let mut a = world(&[pool(
+        "a",
+        &["198.18.0.0-198.18.0.3", "2001:db8::/126"],
+        json!({}),
+    )]);
     // An IPv4 Service whose status shows an IPv6 address.
     let s = svc("s", json!({"status": ["2001:db8::3"]}));
     assert!(a.restore(&s).is_empty());
@@ -542,7 +560,7 @@ fn addresses_of_the_wrong_families_are_given_up() {
 
 #[test]
 fn port_clash_after_an_edit_moves_the_service() {
-    let mut a = world(&[pool("a", &["198.18.0.0/30"], json!({}))]);
+    let mut a = world(&[pool("a", &["198.18.0.0-198.18.0.3"], json!({}))]);
     let share = |id: &str, ports: Value, status: &[&str]| {
         svc(
             id,
@@ -590,8 +608,8 @@ fn counts_per_pool_without_enumerating() {
     );
     assert_eq!(
         count(&a, "plain").ipv4.total,
-        256,
-        "overlapping entries count once"
+        254,
+        "overlapping entries count once, network and broadcast left out"
     );
     assert_eq!(count(&a, "six").ipv6.total, 1 << 64);
     assert_eq!(count(&a, "whole").total(), u128::MAX);
@@ -630,7 +648,7 @@ fn pool_problems_are_reported() {
         "IPAddressPool metallb-system/c: serviceAllocation.serviceSelectors[0] selects nothing"
     ));
     // The good entry of a works; b and c take no Service unasked.
-    assert_eq!(a.update(&svc("s", json!({}))), got(&["198.18.1.0"]));
+    assert_eq!(a.update(&svc("s", json!({}))), got(&["198.18.1.1"]));
     let by_name = |p: &str| svc("t", json!({"ann": {"pool": p}}));
     assert_eq!(
         a.update(&by_name("b")),
@@ -646,7 +664,7 @@ fn pool_problems_are_reported() {
 fn namespace_labels_change_which_pools_serve() {
     let mut a = world(&[pool(
         "a",
-        &["198.18.0.0/30"],
+        &["198.18.0.0-198.18.0.3"],
         json!({"serviceAllocation": {"namespaceSelectors": [{"matchLabels": {"tier": "gold"}}]}}),
     )]);
     let s = svc("team-a/s", json!({}));
@@ -662,12 +680,12 @@ fn order_of_pools_and_of_services_within_a_pass_does_not_matter() {
     let pools = [
         pool(
             "a",
-            &["198.18.0.0/30"],
+            &["198.18.0.0-198.18.0.3"],
             json!({"serviceAllocation": {"priority": 3}}),
         ),
         pool(
             "b",
-            &["198.18.5.0/30"],
+            &["198.18.5.0-198.18.5.3"],
             json!({"serviceAllocation": {"priority": 3}}),
         ),
         pool("c", &["198.18.6.0/30"], json!({})),
@@ -715,7 +733,7 @@ fn refusals_read_as_sentences() {
     );
     assert_eq!(
         Refusal::NotInAnyPool(ip("203.0.113.1")).to_string(),
-        "requested address 203.0.113.1 is in no IPAddressPool (or its pool avoids addresses ending in .0 and .255)"
+        "requested address 203.0.113.1 is in no IPAddressPool (pools leave out the network and broadcast addresses of IPv4 CIDRs, and addresses ending in .0 and .255 when they avoid buggy IPs)"
     );
 }
 

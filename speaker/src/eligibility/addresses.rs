@@ -3,10 +3,16 @@
 use std::net::IpAddr;
 
 /// An inclusive range of addresses of one family.
+///
+/// An IPv4 CIDR of /30 or shorter leaves out its network and broadcast
+/// addresses: hosts on the LAN treat them as the subnet's, not as a
+/// Service's. A pool that wants them lists them as a range or a /32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AddrRange {
     start: IpAddr,
     end: IpAddr,
+    /// The network and broadcast addresses left out, for messages.
+    edges: Option<(IpAddr, IpAddr)>,
 }
 
 impl AddrRange {
@@ -26,7 +32,11 @@ impl AddrRange {
             if start > end {
                 return Err("range start is after its end".into());
             }
-            return Ok(Self { start, end });
+            return Ok(Self {
+                start,
+                end,
+                edges: None,
+            });
         }
         let Some((addr, len)) = entry.split_once('/') else {
             return Err("neither a CIDR nor a range".into());
@@ -41,9 +51,20 @@ impl AddrRange {
             IpAddr::V4(a) if len <= 32 => {
                 let host = u32::MAX.checked_shr(len).unwrap_or(0);
                 let net = u32::from(a) & !host;
-                Ok(Self {
-                    start: IpAddr::from(net.to_be_bytes()),
-                    end: IpAddr::from((net | host).to_be_bytes()),
+                let (first, last) = (net, net | host);
+                let ip = |n: u32| IpAddr::from(n.to_be_bytes());
+                Ok(if len <= 30 {
+                    Self {
+                        start: ip(first + 1),
+                        end: ip(last - 1),
+                        edges: Some((ip(first), ip(last))),
+                    }
+                } else {
+                    Self {
+                        start: ip(first),
+                        end: ip(last),
+                        edges: None,
+                    }
                 })
             }
             IpAddr::V6(a) if len <= 128 => {
@@ -52,6 +73,7 @@ impl AddrRange {
                 Ok(Self {
                     start: IpAddr::from(net.to_be_bytes()),
                     end: IpAddr::from((net | host).to_be_bytes()),
+                    edges: None,
                 })
             }
             _ => Err(format!("prefix length {len} too long")),
@@ -66,6 +88,15 @@ impl AddrRange {
     /// The last address of the range (inclusive).
     pub(crate) fn end(&self) -> IpAddr {
         self.end
+    }
+
+    /// When `ip` is the network or broadcast address this CIDR leaves
+    /// out, which of the two it is.
+    pub(crate) fn left_out(&self, ip: IpAddr) -> Option<&'static str> {
+        let (network, broadcast) = self.edges?;
+        (ip == network)
+            .then_some("network")
+            .or((ip == broadcast).then_some("broadcast"))
     }
 
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
@@ -101,10 +132,13 @@ mod tests {
     fn pool_entries_parse() {
         #[rustfmt::skip]
         let cases = [
-            ("198.18.0.0/28",            pair("198.18.0.0", "198.18.0.15")),
-            ("198.18.0.5/28",            pair("198.18.0.0", "198.18.0.15")),
+            ("198.18.0.0/28",            pair("198.18.0.1", "198.18.0.14")),
+            ("198.18.0.5/28",            pair("198.18.0.1", "198.18.0.14")),
+            ("198.18.0.4/30",            pair("198.18.0.5", "198.18.0.6")),
+            ("198.18.0.4/31",            pair("198.18.0.4", "198.18.0.5")),
             ("198.18.0.7/32",            pair("198.18.0.7", "198.18.0.7")),
-            ("0.0.0.0/0",                pair("0.0.0.0", "255.255.255.255")),
+            ("0.0.0.0/0",                pair("0.0.0.1", "255.255.255.254")),
+            ("198.18.0.0-198.18.0.15",   pair("198.18.0.0", "198.18.0.15")),
             ("2001:db8::/120",           pair("2001:db8::", "2001:db8::ff")),
             ("::/0",                     pair("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
             ("198.18.1.10-198.18.1.20",  pair("198.18.1.10", "198.18.1.20")),
@@ -137,7 +171,17 @@ mod tests {
         assert!(!v4.contains("::1".parse().expect("ip")));
         assert!(!v6.contains("198.18.0.1".parse().expect("ip")));
         assert!(!v4.overlaps(&v6));
-        assert!(parse("198.18.0.0/28").overlaps(&parse("198.18.0.15-198.18.0.20")));
-        assert!(!parse("198.18.0.0/28").overlaps(&parse("198.18.0.16-198.18.0.20")));
+        assert!(parse("198.18.0.0/28").overlaps(&parse("198.18.0.14-198.18.0.20")));
+        assert!(!parse("198.18.0.0/28").overlaps(&parse("198.18.0.15-198.18.0.20")));
+        let net = parse("198.18.0.8/29");
+        assert_eq!(
+            net.left_out("198.18.0.8".parse().expect("ip")),
+            Some("network")
+        );
+        assert_eq!(
+            net.left_out("198.18.0.15".parse().expect("ip")),
+            Some("broadcast")
+        );
+        assert_eq!(net.left_out("198.18.0.9".parse().expect("ip")), None);
     }
 }

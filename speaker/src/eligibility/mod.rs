@@ -165,7 +165,14 @@ struct Pool<'a> {
     name: &'a str,
     labels: &'a BTreeMap<String, String>,
     ranges: Vec<AddrRange>,
-    /// From the advertisements that select this pool.
+    /// One per advertisement that selects this pool.
+    grants: Vec<Grant>,
+}
+
+/// What one advertisement allows for the VIPs of a pool it selects: the
+/// nodes it selects, for the Services it selects.
+struct Grant {
+    services: Selection,
     nodes: BTreeMap<String, Interfaces>,
 }
 
@@ -203,6 +210,7 @@ pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
         pools: BTreeSet<String>,
         nodes: BTreeMap<String, Interfaces>,
     }
+    let node_addresses = node_addresses(&snapshot.nodes);
     let mut vips: BTreeMap<IpAddr, Vip> = BTreeMap::new();
     for svc in &snapshot.services {
         let Some(svc) = announced_service(svc, settings, &mut issues) else {
@@ -210,11 +218,22 @@ pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
         };
         let endpoints = endpoint_nodes(&snapshot.endpoint_slices, &svc);
         for ip in &svc.ips {
+            // Answering for a node's own address would take its traffic.
+            if let Some(node) = node_addresses.get(ip) {
+                issues.push(Issue {
+                    object: svc.object.clone(),
+                    message: format!(
+                        "address {ip} is an address of Node {node}, not a Service's; it is \
+                         not announced"
+                    ),
+                });
+                continue;
+            }
             let containing: Vec<&Pool> = pools.iter().filter(|p| p.contains(*ip)).collect();
             if containing.is_empty() {
                 issues.push(Issue {
                     object: svc.object.clone(),
-                    message: format!("address {ip} is in no IPAddressPool"),
+                    message: not_in_a_pool(&pools, *ip),
                 });
                 continue;
             }
@@ -222,7 +241,11 @@ pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
             vip.services.insert(svc.object.clone());
             for pool in containing {
                 vip.pools.insert(pool.key());
-                for (node, ifaces) in &pool.nodes {
+                let grants = pool
+                    .grants
+                    .iter()
+                    .filter(|g| g.services.matches(svc.labels));
+                for (node, ifaces) in grants.flat_map(|g| &g.nodes) {
                     if endpoints.allow(node) {
                         merge(&mut vip.nodes, node, ifaces);
                     }
@@ -278,7 +301,7 @@ fn parse_pools<'a>(pools: &'a [IPAddressPool], issues: &mut Vec<Issue>) -> Vec<P
             name,
             labels: labels(&pool.metadata),
             ranges,
-            nodes: BTreeMap::new(),
+            grants: Vec::new(),
         });
     }
     out
@@ -320,9 +343,43 @@ fn node_may_announce(node: &Node) -> bool {
         && condition("NetworkUnavailable") != Some("True")
 }
 
-/// Records on each pool the advertisement selects the nodes it selects.
-/// Pools are matched in the advertisement's own namespace, where MetalLB
-/// keeps both.
+/// Every address a Node reports, with the Node's name.
+fn node_addresses(nodes: &[Node]) -> BTreeMap<IpAddr, &str> {
+    let mut out = BTreeMap::new();
+    for node in nodes {
+        let Some(name) = node.metadata.name.as_deref() else {
+            continue;
+        };
+        let listed = node
+            .status
+            .iter()
+            .flat_map(|s| s.addresses.iter().flatten());
+        for ip in listed.filter_map(|a| a.address.parse::<IpAddr>().ok()) {
+            out.insert(ip, name);
+        }
+    }
+    out
+}
+
+/// Why `ip`, in no pool, is not announced: most often a typo, but it may
+/// be the network or broadcast address of a pool's CIDR.
+fn not_in_a_pool(pools: &[Pool], ip: IpAddr) -> String {
+    let edge = pools.iter().find_map(|p| {
+        let what = p.ranges.iter().find_map(|r| r.left_out(ip))?;
+        Some((p.key(), what))
+    });
+    match edge {
+        Some((pool, what)) => format!(
+            "address {ip} is the {what} address of a CIDR in IPAddressPool {pool}, which is \
+             not announced; list it in the pool as a range or a /32 to announce it"
+        ),
+        None => format!("address {ip} is in no IPAddressPool"),
+    }
+}
+
+/// Records on each pool the advertisement selects the nodes and Services
+/// it selects. Pools are matched in the advertisement's own namespace,
+/// where MetalLB keeps both.
 fn apply_advertisement(
     ad: &L2Advertisement,
     pools: &mut [Pool],
@@ -354,6 +411,11 @@ fn apply_advertisement(
         "nodeSelectors",
     );
     errors.into_iter().for_each(&mut report);
+    let (services, errors) = Selection::parse(
+        spec.service_selectors.as_deref().unwrap_or_default(),
+        "serviceSelectors",
+    );
+    errors.into_iter().for_each(&mut report);
     for wanted in names {
         if !pools
             .iter()
@@ -368,11 +430,10 @@ fn apply_advertisement(
         .as_ref()
         .filter(|i| !i.is_empty())
         .map(|i| i.iter().cloned().collect());
-    let selected_nodes: Vec<&str> = nodes
-        .iter()
-        .filter(|(_, labels)| node_selection.matches(labels))
-        .map(|(name, _)| *name)
-        .collect();
+    let mut selected_nodes = BTreeMap::new();
+    for (name, _) in nodes.iter().filter(|(_, l)| node_selection.matches(l)) {
+        merge(&mut selected_nodes, name, &interfaces);
+    }
     let mut selects_any = false;
     for pool in pools.iter_mut().filter(|p| p.namespace == namespace) {
         // An absent selector list parses as "all"; here it must add nothing.
@@ -381,9 +442,10 @@ fn apply_advertisement(
             || (!pool_selectors.is_empty() && by_labels.matches(pool.labels));
         if selected {
             selects_any = true;
-            for node in &selected_nodes {
-                merge(&mut pool.nodes, node, &interfaces);
-            }
+            pool.grants.push(Grant {
+                services: services.clone(),
+                nodes: selected_nodes.clone(),
+            });
         }
     }
     if !selects_any {
@@ -396,6 +458,7 @@ struct Announced<'a> {
     object: ObjectRef,
     namespace: &'a str,
     name: &'a str,
+    labels: &'a BTreeMap<String, String>,
     local: bool,
     ips: BTreeSet<IpAddr>,
 }
@@ -430,6 +493,7 @@ fn announced_service<'a>(
         object,
         namespace,
         name,
+        labels: labels(&svc.metadata),
         local,
         ips,
     })

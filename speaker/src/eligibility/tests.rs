@@ -333,6 +333,135 @@ fn vip_in_no_pool_is_an_issue_and_not_announced() {
 }
 
 #[test]
+fn network_and_broadcast_of_a_cidr_are_refused_unless_listed() {
+    let mut s = cluster();
+    s.pools = vec![
+        pool("edges", &["198.18.4.8/29"]),
+        pool(
+            "listed",
+            &["198.18.5.8/29", "198.18.5.8/32", "198.18.5.15-198.18.5.15"],
+        ),
+    ];
+    let vips = [
+        "198.18.4.8",
+        "198.18.4.9",
+        "198.18.4.15",
+        "198.18.5.8",
+        "198.18.5.15",
+    ];
+    s.services = vec![lb("web", &vips)];
+    s.endpoint_slices = vec![ready_on("web", &["a"])];
+    let plan = plan(&s, &classless());
+    assert_eq!(
+        announced(&plan),
+        [ip("198.18.4.9"), ip("198.18.5.8"), ip("198.18.5.15")]
+    );
+    let why = |ip: &str, what: &str| {
+        issue(
+            "Service",
+            "default",
+            "web",
+            &format!(
+                "address {ip} is the {what} address of a CIDR in IPAddressPool {SYSTEM}/edges, \
+                 which is not announced; list it in the pool as a range or a /32 to announce it"
+            ),
+        )
+    };
+    assert_eq!(
+        plan.issues,
+        [
+            why("198.18.4.15", "broadcast"),
+            why("198.18.4.8", "network")
+        ]
+    );
+}
+
+#[test]
+fn a_nodes_own_address_is_refused() {
+    let mut s = cluster();
+    s.nodes[1] = from(json!({
+        "metadata": {"name": "b", "labels": {"node-role": "front"}},
+        "status": {"addresses": [
+            {"type": "Hostname", "address": "b"},
+            {"type": "InternalIP", "address": "198.18.0.3"},
+        ]},
+    }));
+    s.services = vec![lb("web", &["198.18.0.2", "198.18.0.3"])];
+    s.endpoint_slices = vec![ready_on("web", &["a", "b"])];
+    let plan = plan(&s, &classless());
+    assert_eq!(announced(&plan), [ip("198.18.0.2")]);
+    assert_eq!(
+        plan.issues,
+        [issue(
+            "Service",
+            "default",
+            "web",
+            "address 198.18.0.3 is an address of Node b, not a Service's; it is not announced"
+        )]
+    );
+}
+
+#[test]
+fn service_selectors_choose_which_advertisement_announces_a_service() {
+    let mut s = cluster();
+    s.advertisements = vec![
+        advertisement(
+            "web-on-a",
+            json!({
+                "serviceSelectors": [{"matchLabels": {"app": "web"}}],
+                "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "a"}}],
+                "interfaces": ["eth1"],
+            }),
+        ),
+        advertisement(
+            "db-on-b",
+            json!({
+                "serviceSelectors": [{"matchExpressions": [{"key": "app", "operator": "In", "values": ["db"]}]}],
+                "nodeSelectors": [{"matchLabels": {"kubernetes.io/hostname": "b"}}],
+            }),
+        ),
+    ];
+    s.nodes = ["a", "b", "c"]
+        .map(|n| node(n, json!({"kubernetes.io/hostname": n})))
+        .to_vec();
+    let labelled = |name: &str, ip: &str, app: Option<&str>| {
+        let mut svc = lb(name, &[ip]);
+        if let Some(app) = app {
+            svc.metadata.labels = Some([("app".to_owned(), app.to_owned())].into());
+        }
+        svc
+    };
+    s.services = vec![
+        labelled("web", "198.18.0.1", Some("web")),
+        labelled("db", "198.18.0.2", Some("db")),
+        labelled("other", "198.18.0.3", None),
+    ];
+    s.endpoint_slices = ["web", "db", "other"]
+        .map(|n| ready_on(n, &["a", "b", "c"]))
+        .to_vec();
+    let planned = plan(&s, &classless());
+    let eth1: &[&str] = &["eth1"];
+    assert_eq!(planned.vips[&ip("198.18.0.1")].nodes, nodes(&[("a", eth1)]));
+    assert_eq!(planned.vips[&ip("198.18.0.2")].nodes, nodes(&[("b", &[])]));
+    // Selected by no advertisement: in a pool, but no node announces it.
+    assert!(planned.vips[&ip("198.18.0.3")].nodes.is_empty());
+
+    // A bad selector selects nothing and says so.
+    s.advertisements[0].spec.service_selectors = Some(vec![from(
+        json!({"matchExpressions": [{"key": "app", "operator": "Bad"}]}),
+    )]);
+    let plan = plan(&s, &classless());
+    assert!(plan.vips[&ip("198.18.0.1")].nodes.is_empty());
+    assert!(
+        plan.issues
+            .iter()
+            .any(|i| i.to_string().contains("serviceSelectors[0]")),
+        "{:?}",
+        plan.issues
+    );
+}
+
+#[test]
 fn overlapping_pools_are_reported_once_each_and_share_the_vip() {
     let mut s = cluster();
     s.pools = vec![
