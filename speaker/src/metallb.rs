@@ -1,6 +1,9 @@
 //! MetalLB's `metallb.io/v1beta1` `IPAddressPool` and `L2Advertisement`,
 //! field for field, so an existing MetalLB configuration is read unchanged.
-//! Unknown fields are ignored (serde's default), never rejected.
+//! Unknown spec fields (a newer MetalLB's) are kept aside, never rejected,
+//! so the object still works and the field is reported as not honoured.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
@@ -34,6 +37,9 @@ pub struct IPAddressPoolSpec {
     /// watch; read it with [`IPAddressPoolSpec::service_allocation`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_allocation: Option<serde_json::Value>,
+    /// Fields this speaker does not know.
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 impl IPAddressPoolSpec {
@@ -44,6 +50,27 @@ impl IPAddressPoolSpec {
             .map(ServiceAllocation::deserialize)
             .transpose()
     }
+
+    /// The paths of the fields this speaker does not know, for a report.
+    pub fn unsupported(&self) -> Vec<String> {
+        let nested = self
+            .service_allocation()
+            .ok()
+            .flatten()
+            .map(|a| a.unknown)
+            .unwrap_or_default();
+        let top = self.unknown.keys().map(|k| format!("spec.{k}"));
+        let nested = nested
+            .into_keys()
+            .map(|k| format!("spec.serviceAllocation.{k}"));
+        top.chain(nested).collect()
+    }
+}
+
+/// The report for a field this speaker does not know: it is not honoured,
+/// and the user must hear so.
+pub fn unsupported_field(path: &str) -> String {
+    format!("field {path} is not supported by this speaker and has no effect")
 }
 
 /// Which Services a pool serves when none asked for it, and in which order
@@ -60,6 +87,8 @@ pub struct ServiceAllocation {
     pub namespace_selectors: Vec<LabelSelector>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_selectors: Vec<LabelSelector>,
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 /// Counters MetalLB's controller writes; read-only for us.
@@ -110,6 +139,16 @@ pub struct L2AdvertisementSpec {
     /// empty: every Service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_selectors: Option<Vec<LabelSelector>>,
+    /// Fields this speaker does not know.
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: BTreeMap<String, serde_json::Value>,
+}
+
+impl L2AdvertisementSpec {
+    /// The paths of the fields this speaker does not know, for a report.
+    pub fn unsupported(&self) -> Vec<String> {
+        self.unknown.keys().map(|k| format!("spec.{k}")).collect()
+    }
 }
 
 /// The `L2Advertisement` object. Written by hand rather than with
@@ -207,6 +246,7 @@ mod tests {
             Some(json!({"priority": 50, "namespaces": ["a"]}))
         );
         assert_eq!(pool.status.and_then(|s| s.available_ipv4), Some(15));
+        assert_eq!(pool.spec.unsupported(), ["spec.someFutureField"]);
 
         let adv: L2Advertisement = serde_json::from_value(json!({
             "apiVersion": "metallb.io/v1beta1",
@@ -225,6 +265,7 @@ mod tests {
         .expect("advertisement");
         assert_eq!(adv.spec.ip_address_pools, Some(vec!["first".to_owned()]));
         assert_eq!(adv.spec.interfaces, Some(vec!["eth0".to_owned()]));
+        assert_eq!(adv.spec.unsupported(), ["spec.unknown"]);
         assert_eq!(adv.spec.node_selectors.map(|s| s.len()), Some(1));
         assert_eq!(adv.spec.service_selectors.map(|s| s.len()), Some(1));
     }
@@ -247,6 +288,7 @@ mod tests {
         assert_eq!(alloc.namespaces, vec!["a".to_owned()]);
         assert_eq!(alloc.namespace_selectors.len(), 1);
         assert_eq!(alloc.service_selectors.len(), 1);
+        assert_eq!(spec.unsupported(), ["spec.serviceAllocation.future"]);
 
         spec.service_allocation = None;
         assert_eq!(spec.service_allocation().expect("absent"), None);

@@ -11,7 +11,7 @@ use super::request::Family;
 use crate::eligibility::addresses::AddrRange;
 use crate::eligibility::selectors::Selection;
 use crate::eligibility::{Issue, ObjectRef};
-use crate::metallb::{IPAddressPool, ServiceAllocation};
+use crate::metallb::{IPAddressPool, ServiceAllocation, unsupported_field};
 
 /// An IPv4 address ending in .0 or .255, which old CPE firmware drops as
 /// smurf protection (`avoidBuggyIPs`).
@@ -143,6 +143,9 @@ impl Pool {
             })
         };
         let spec = &pool.spec;
+        for path in spec.unsupported() {
+            report(unsupported_field(&path));
+        }
         let mut ranges = Vec::new();
         for entry in &spec.addresses {
             match AddrRange::parse(entry) {

@@ -634,9 +634,19 @@ fn pool_problems_are_reported() {
         pool("a", &["198.18.0.0/33", "198.18.1.0/30"], json!({})),
         pool("b", &["198.18.2.0/30"], json!({"serviceAllocation": {"priority": "high"}})),
         pool("c", &["198.18.3.0/30"], json!({"serviceAllocation": {"serviceSelectors": [{"matchExpressions": [{"key": "k", "operator": "Bad"}]}]}})),
+        pool("d", &["198.18.4.0/30"], json!({"future": 1, "serviceAllocation": {"later": true}})),
     ]);
     let messages: Vec<String> = issues.iter().map(ToString::to_string).collect();
-    assert_eq!(messages.len(), 3, "{messages:#?}");
+    assert_eq!(messages.len(), 5, "{messages:#?}");
+    assert_eq!(
+        messages[3..],
+        [
+            "IPAddressPool metallb-system/d: field spec.future is not supported by this speaker \
+             and has no effect",
+            "IPAddressPool metallb-system/d: field spec.serviceAllocation.later is not supported \
+             by this speaker and has no effect"
+        ]
+    );
     assert!(
         messages[0]
             .starts_with("IPAddressPool metallb-system/a: bad address entry \"198.18.0.0/33\"")

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::metallb::{IPAddressPool, L2Advertisement};
+use crate::metallb::{IPAddressPool, L2Advertisement, unsupported_field};
 use addresses::AddrRange;
 use selectors::Selection;
 
@@ -397,6 +397,9 @@ fn apply_advertisement(
         })
     };
     let spec = &ad.spec;
+    for path in spec.unsupported() {
+        report(unsupported_field(&path));
+    }
     let names = spec.ip_address_pools.as_deref().unwrap_or_default();
     let pool_selectors = spec
         .ip_address_pool_selectors

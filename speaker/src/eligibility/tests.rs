@@ -462,6 +462,28 @@ fn service_selectors_choose_which_advertisement_announces_a_service() {
 }
 
 #[test]
+fn an_unknown_advertisement_field_is_reported_and_the_rest_works() {
+    let mut s = cluster();
+    s.advertisements = vec![advertisement(
+        "l2",
+        json!({"interfaces": ["eth1"], "someFutureField": {"x": 1}}),
+    )];
+    s.services = vec![lb("web", &["198.18.0.1"])];
+    s.endpoint_slices = vec![ready_on("web", &["a"])];
+    let plan = plan(&s, &classless());
+    assert_eq!(announced(&plan), [ip("198.18.0.1")]);
+    assert_eq!(
+        plan.issues,
+        [issue(
+            "L2Advertisement",
+            SYSTEM,
+            "l2",
+            "field spec.someFutureField is not supported by this speaker and has no effect"
+        )]
+    );
+}
+
+#[test]
 fn overlapping_pools_are_reported_once_each_and_share_the_vip() {
     let mut s = cluster();
     s.pools = vec![
