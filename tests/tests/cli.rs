@@ -103,3 +103,58 @@ fn help_documents_the_static_mode() {
         assert!(help.contains(flag), "help lacks {flag}:\n{help}");
     }
 }
+
+/// Against an API server that lacks a resource (an older Kubernetes, CRDs
+/// not applied): the remedy, at once, and nothing attached. A stand-in
+/// only: a real cluster cannot be made to lack a resource for one test.
+#[test]
+fn a_missing_api_resource_is_named_with_its_remedy() {
+    require_privileges();
+    use speaker_tests::apiserver::{
+        ApiServer, ENDPOINT_SLICES, Gvr, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS, Options,
+    };
+    let ns = ns_with_eth0();
+    let bpffs = format!("/sys/fs/bpf/{}", ns.name());
+    #[rustfmt::skip]
+    let agent: &[&str] = &["agent", "--node-name", "n1", "-i", "eth0", "--bpffs", &bpffs, "--metrics-addr", "127.0.0.1:7472"];
+    let controller: &[&str] = &["controller", "--metrics-addr", "127.0.0.1:7473"];
+    let crds = "the API server does not serve metallb.io/v1beta1";
+    let cases: &[(Gvr, &[&str], &str)] = &[
+        (
+            ENDPOINT_SLICES,
+            agent,
+            "this speaker needs Kubernetes 1.21 or later",
+        ),
+        (IP_ADDRESS_POOLS, agent, "apply deploy/crds.yaml"),
+        (L2_ADVERTISEMENTS, agent, crds),
+        (IP_ADDRESS_POOLS, controller, "apply deploy/crds.yaml"),
+    ];
+    for (unserved, args, message) in cases {
+        let server = ApiServer::start_with(Options {
+            unserved: vec![*unserved],
+            ..Options::default()
+        });
+        let listener = ns.enter(|| server.listener()).expect("listener");
+        let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", ns.name()));
+        server
+            .write_kubeconfig(&listener, &kubeconfig)
+            .expect("kubeconfig");
+        let out = ns
+            .command(speaker_bin().to_str().expect("UTF-8 path"))
+            .args(*args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .expect("run speaker");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(message) && stderr.contains(unserved.resource),
+            "{args:?} without {unserved:?}: stderr lacks {message:?}:\n{stderr}"
+        );
+        let _ = std::fs::remove_file(&kubeconfig);
+    }
+    assert!(
+        !ns.has_xdp("eth0").expect("ip link"),
+        "a refused start attached XDP"
+    );
+}

@@ -33,6 +33,7 @@ use crate::{
         self,
         events::{Events, Reported},
         leases::{LeaseError, Leases},
+        preflight,
         watch::{self, ClusterStores},
     },
     metrics::{self, Metrics},
@@ -48,9 +49,23 @@ const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 const CARRIER_INTERVAL: Duration = Duration::from_millis(100);
 
 pub async fn run(cfg: AgentConfig) -> Result<()> {
+    cfg.timings.validate().context("unsafe election timings")?;
+    let client = k8s::client().await?;
+    // Before the signal handlers: until the data plane is set up, a
+    // SIGTERM has nothing to hand over and may end the process at once.
+    let (pools_ns, leases_ns) = (cfg.config_namespace.as_str(), cfg.namespace.as_str());
+    let needs = [
+        (preflight::SERVICES, ""),
+        (preflight::ENDPOINT_SLICES, ""),
+        (preflight::NODES, ""),
+        (preflight::LEASES, leases_ns),
+        (preflight::IP_ADDRESS_POOLS, pools_ns),
+        (preflight::L2_ADVERTISEMENTS, pools_ns),
+    ];
+    preflight::check(&client, &needs).await?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let (mut agent, stores, mut rx) = start(&cfg).await?;
+    let (mut agent, stores, mut rx) = start(&cfg, client).await?;
     let mut changed = stores.changed.clone();
     let mut repair = tokio::time::interval(REPAIR_INTERVAL);
     let mut carrier = tokio::time::interval(CARRIER_INTERVAL);
@@ -121,11 +136,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 /// agent together.
 async fn start(
     cfg: &AgentConfig,
+    client: kube::Client,
 ) -> Result<(Agent, ClusterStores, mpsc::UnboundedReceiver<Event>)> {
-    cfg.timings.validate().context("unsafe election timings")?;
-    let client = kube::Client::try_default().await.context(
-        "cannot configure a Kubernetes client (KUBECONFIG, or in-cluster service account)",
-    )?;
     let leases = Leases::new(
         client.clone(),
         &cfg.namespace,

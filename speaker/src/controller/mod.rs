@@ -20,18 +20,23 @@ use tracing::{info, warn};
 
 use crate::{
     config::ControllerConfig,
-    k8s::{events::Events, leader::Leader},
+    k8s::{self, events::Events, leader::Leader, preflight},
     metrics::{self, ControllerMetrics},
 };
 use active::Active;
 
 pub async fn run(cfg: ControllerConfig) -> Result<()> {
+    cfg.timings.validate().context("unsafe Lease timings")?;
+    let client = k8s::client().await?;
+    let needs = [
+        (preflight::SERVICES, ""),
+        (preflight::NAMESPACES, ""),
+        (preflight::LEASES, cfg.namespace.as_str()),
+        (preflight::IP_ADDRESS_POOLS, cfg.config_namespace.as_str()),
+    ];
+    preflight::check(&client, &needs).await?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    cfg.timings.validate().context("unsafe Lease timings")?;
-    let client = kube::Client::try_default().await.context(
-        "cannot configure a Kubernetes client (KUBECONFIG, or in-cluster service account)",
-    )?;
     let metrics = Arc::new(Mutex::new(ControllerMetrics::default()));
     metrics::serve(cfg.metrics_addr, metrics.clone()).await?;
     let identity = identity();

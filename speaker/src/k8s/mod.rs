@@ -5,7 +5,16 @@
 pub mod events;
 pub mod leader;
 pub mod leases;
+pub mod preflight;
 pub mod watch;
+
+/// A client from KUBECONFIG or the in-cluster service account.
+pub async fn client() -> anyhow::Result<kube::Client> {
+    use anyhow::Context as _;
+    kube::Client::try_default()
+        .await
+        .context("cannot configure a Kubernetes client (KUBECONFIG, or in-cluster service account)")
+}
 
 /// A name for this process, unique enough to tell two processes apart in
 /// a Lease (two agents under one node name; controller replicas).

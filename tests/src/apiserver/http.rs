@@ -33,7 +33,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         || req.uri().path().to_string(),
         |pq| pq.as_str().to_string(),
     );
-    let route = Route::parse(req.uri().path());
+    let route =
+        Route::parse(req.uri().path()).and_then(|r| match shared.unserved.contains(&r.res.gvr) {
+            true => Err(ApiError::no_route()),
+            false => Ok(r),
+        });
     let write = matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE");
     let resource = route.as_ref().ok().map(|r| r.res.gvr.qualified());
     lock(&shared.stats).count(resource, write);

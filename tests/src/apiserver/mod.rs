@@ -56,6 +56,9 @@ pub struct Options {
     pub history_limit: usize,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Resources answered 404 as by a server that has not got them (an
+    /// older Kubernetes, CRDs not applied).
+    pub unserved: Vec<Gvr>,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
         Self {
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(1),
+            unserved: Vec::new(),
         }
     }
 }
@@ -75,6 +79,7 @@ pub(crate) struct Shared {
     /// Bumped to end every open watch stream.
     drop_watches: tokio::sync::watch::Sender<u64>,
     bookmark_interval: Duration,
+    unserved: Vec<Gvr>,
 }
 
 /// A lock that survives a panicked holder: the data stays usable for the
@@ -109,6 +114,7 @@ impl ApiServer {
             stats: Mutex::default(),
             drop_watches: tokio::sync::watch::Sender::new(0),
             bookmark_interval: options.bookmark_interval,
+            unserved: options.unserved,
         });
         Self {
             shared,
