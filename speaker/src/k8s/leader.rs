@@ -137,14 +137,7 @@ impl Leader {
                 }
             }
         }
-        let sent = Instant::now();
-        let written = self
-            .request(self.api.replace(
-                CONTROLLER_LEASE,
-                &PostParams::default(),
-                &self.stamped(lease),
-            ))
-            .await;
+        let (sent, written) = self.renew(lease).await;
         self.taken(written, sent, seen)
     }
 
@@ -188,14 +181,7 @@ impl Leader {
                     self.timings.renew_deadline
                 );
             }
-            let sent = Instant::now();
-            let written = self
-                .request(self.api.replace(
-                    CONTROLLER_LEASE,
-                    &PostParams::default(),
-                    &self.stamped(lease),
-                ))
-                .await;
+            let (sent, written) = self.renew(lease).await;
             match written {
                 Ok(l) => {
                     self.keep(Some(l));
@@ -256,6 +242,20 @@ impl Leader {
                     "the API server did not answer in time".into(),
                 ))
             })
+    }
+
+    /// Replaces the Lease with `lease` stamped as ours, at its version;
+    /// returns when the request was sent, and how it ended.
+    async fn renew(&self, lease: Lease) -> (Instant, kube::Result<Lease>) {
+        let sent = Instant::now();
+        let params = PostParams::default();
+        let written = self
+            .request(
+                self.api
+                    .replace(CONTROLLER_LEASE, &params, &self.stamped(lease)),
+            )
+            .await;
+        (sent, written)
     }
 
     /// `lease` renewed by this process (a new term when it was another's).
