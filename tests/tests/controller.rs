@@ -357,6 +357,44 @@ fn a_pool_edit_that_leaves_an_address_outside_every_pool_is_reported_not_yanked(
 }
 
 #[test]
+fn pool_status_counts_what_is_assigned_as_metallb_shows_it() {
+    let mut bed = Bed::new(1);
+    // 14 addresses: the /28's network and broadcast are left out.
+    bed.pool("main", json!({"addresses": ["198.18.1.0/28"]}));
+    bed.start(0);
+    for name in ["a", "b", "c"] {
+        bed.service(name, json!({}));
+    }
+    let status = |bed: &Bed| {
+        let pool = bed.cluster.get(&IP_ADDRESS_POOLS, "main").ok().flatten();
+        pool.map(|p| p["status"].clone()).unwrap_or_default()
+    };
+    let counts = |assigned: u64| {
+        json!({"assignedIPv4": assigned, "assignedIPv6": 0,
+               "availableIPv4": 14 - assigned, "availableIPv6": 0})
+    };
+    let shows = |bed: &Bed, want: Value| {
+        let ok = wait_for(Duration::from_secs(10), || status(bed) == want);
+        assert!(
+            ok.is_some(),
+            "pool status {} != {want}\n{}",
+            status(bed),
+            bed.logs()
+        );
+    };
+    shows(&bed, counts(3));
+    if let Some(server) = bed.cluster.stand_in() {
+        // The pool's status, written by the controller, decides no Service
+        // again: nothing more is written to Services.
+        server.reset_stats();
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(server.stats().resource("services").writes, 0);
+    }
+    bed.cluster.delete(&SERVICES, "b").expect("delete");
+    shows(&bed, counts(2));
+}
+
+#[test]
 fn a_restarted_controller_keeps_every_address_and_writes_nothing() {
     let mut bed = Bed::new(1);
     bed.pool("main", json!({"addresses": ["198.18.1.1-198.18.1.99"]}));

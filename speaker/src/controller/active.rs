@@ -2,8 +2,9 @@
 //! and carries out what it decides. Work per change is proportional to the
 //! change: a Service event decides that Service (and, when it frees an
 //! address, the Services waiting for one); a Namespace's new labels decide
-//! the Services in it; only a pool edit decides every Service, as MetalLB
-//! does, once per batch of edits.
+//! the Services in it; only a pool's spec edit decides every Service, as
+//! MetalLB does, once per batch of edits (its status, which this process
+//! writes, decides nothing).
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -20,6 +21,7 @@ use tracing::{info, info_span, warn};
 
 use super::{
     inputs::{self, Change, Input},
+    pool_status::PoolStatusWriter,
     status::{StatusWriter, Written},
 };
 use crate::{
@@ -38,6 +40,8 @@ use crate::{
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Inputs handled before pool and Namespace edits are applied.
 const BATCH: usize = 1024;
+/// How often pools' status counters are brought up to date.
+const POOL_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Listed {
@@ -57,6 +61,7 @@ pub struct Active {
     pools_changed: bool,
     namespaces_changed: BTreeSet<String>,
     writer: StatusWriter,
+    pool_status: PoolStatusWriter,
     events: Events,
     reported: Reported,
     /// The last Event message posted on each Service, so each is posted once.
@@ -91,7 +96,8 @@ impl Active {
             started: false,
             pools_changed: false,
             namespaces_changed: BTreeSet::new(),
-            writer: StatusWriter::new(client.clone(), authority),
+            writer: StatusWriter::new(client.clone(), authority.clone()),
+            pool_status: PoolStatusWriter::new(client.clone(), &cfg.config_namespace, authority),
             events,
             reported: Reported::default(),
             told: BTreeMap::new(),
@@ -106,6 +112,8 @@ impl Active {
 
     /// Runs until the watches end (never, unless the runtime stops).
     pub async fn run(&mut self) -> Result<()> {
+        let mut pool_status = tokio::time::interval(POOL_STATUS_INTERVAL);
+        pool_status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let retry_at = self.retry_at;
             tokio::select! {
@@ -125,6 +133,12 @@ impl Active {
                         self.writer.finished(&service);
                         self.written(service, written);
                     }
+                }
+                Some(Ok((pool, ok))) = self.pool_status.tasks.join_next() => {
+                    self.pool_status.finished(&pool, ok);
+                }
+                _ = pool_status.tick(), if self.started => {
+                    self.pool_status.launch(&self.alloc.counts(), &self.pools);
                 }
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                     self.retry_at = None;
@@ -160,8 +174,12 @@ impl Active {
             }
             Input::Service(Change::Listed) => self.listed.services = true,
             Input::Pool(Change::Applied(pool)) => {
-                self.pools.insert(pool.name_any(), *pool);
-                self.pools_changed = true;
+                let name = pool.name_any();
+                // A status write (ours) changes nothing the allocator reads.
+                if self.pools.get(&name).map(|p| &p.spec) != Some(&pool.spec) {
+                    self.pools_changed = true;
+                }
+                self.pools.insert(name, *pool);
             }
             Input::Pool(Change::Deleted { name, .. }) => {
                 self.pools.remove(&name);

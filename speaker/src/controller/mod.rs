@@ -10,6 +10,7 @@
 
 mod active;
 mod inputs;
+mod pool_status;
 mod status;
 
 use std::sync::{Arc, Mutex};
