@@ -649,3 +649,78 @@ fn random_changes_and_restarts_never_give_an_address_twice_nor_lose_one() {
         before = after;
     }
 }
+
+/// `GET path` on the controller's metrics port, from inside its namespace;
+/// the status line, or `None` when nothing answers within a second.
+fn get(ns: &Netns, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    ns.enter(|| {
+        let mut conn = std::net::TcpStream::connect("127.0.0.1:7473").ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).ok()?;
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).ok()?;
+        reply.lines().next().map(str::to_string)
+    })
+    .ok()
+    .flatten()
+}
+
+/// Idle connections, or running out of file descriptors, must not take the
+/// health endpoint down: it once ended its accept loop on the first
+/// failed accept, for good.
+#[test]
+fn the_health_endpoint_outlives_idle_connections_and_running_out_of_descriptors() {
+    let mut bed = Bed::new(1);
+    bed.start(0);
+    bed.wait_active(0);
+    let ns = &bed.nets[0];
+    let ok = Some("HTTP/1.1 200 OK".to_string());
+    assert_eq!(get(ns, "/healthz"), ok);
+
+    let idle = |n: usize| -> Vec<std::net::TcpStream> {
+        ns.enter(|| {
+            (0..n)
+                .filter_map(|_| std::net::TcpStream::connect("127.0.0.1:7473").ok())
+                .collect()
+        })
+        .expect("connect")
+    };
+    // A connection that sends nothing is closed by the server.
+    let held = idle(3);
+    let closed = wait_for(Duration::from_secs(10), || {
+        held.iter().all(|c| {
+            use std::io::Read as _;
+            let _ = c.set_read_timeout(Some(Duration::from_millis(50)));
+            matches!((&mut &*c).read(&mut [0u8; 1]), Ok(0))
+        })
+    });
+    assert!(closed.is_some(), "idle connections were kept open");
+
+    // Few descriptors left: accepting fails for a while.
+    let pid = bed.controllers[0].as_ref().expect("controller").pid();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .count() as u64;
+    let limit = libc::rlimit {
+        rlim_cur: open + 10,
+        rlim_max: open + 10,
+    };
+    // SAFETY: prlimit(2) on a child of this process, with a valid struct.
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit");
+    let crowd = idle(58);
+    std::thread::sleep(Duration::from_secs(1));
+    drop(crowd);
+    let back = wait_for(Duration::from_secs(10), || get(ns, "/healthz") == ok);
+    assert!(back.is_some(), "/healthz is gone\n{}", bed.logs());
+    assert!(bed.controllers[0].as_mut().expect("c").running());
+}

@@ -3,19 +3,13 @@
 //! data plane matches the election's view; the controller: standing by, or
 //! active with its state rebuilt).
 
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-};
+mod serve;
 
-use anyhow::{Context as _, Result};
+use std::{collections::BTreeMap, fmt::Write as _, sync::Mutex};
+
 use speaker_common::maps::{Counters, Reason};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
+
+pub use serve::serve;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -201,38 +195,4 @@ impl Page for Metrics {
         }
         s
     }
-}
-
-/// Serves the endpoints on `addr` until the process ends.
-pub async fn serve<T: Page>(addr: SocketAddr, metrics: Arc<Mutex<T>>) -> Result<()> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                let path = std::str::from_utf8(&buf[..n])
-                    .ok()
-                    .and_then(|r| r.split_whitespace().nth(1))
-                    .unwrap_or("")
-                    .to_string();
-                let (status, body) = match (path.as_str(), metrics.lock()) {
-                    ("/metrics", Ok(m)) => ("200 OK", m.render()),
-                    ("/healthz", _) => ("200 OK", "ok\n".into()),
-                    ("/readyz", Ok(m)) if m.ready() => ("200 OK", "ready\n".into()),
-                    ("/readyz", _) => ("503 Service Unavailable", "not ready\n".into()),
-                    _ => ("404 Not Found", "not found\n".into()),
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = conn.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    Ok(())
 }
