@@ -106,8 +106,10 @@ pub struct AgentArgs {
     /// Wait per rank before contending for a free VIP or a takeover.
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_duration)]
     pub stagger: Duration,
-    /// Address of the /metrics, /healthz and /readyz endpoints.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7472")]
+    /// Address of the /metrics, /healthz and /readyz endpoints (not
+    /// MetalLB's 7472 on the host network, so both can run during a
+    /// migration).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7474")]
     pub metrics_addr: std::net::SocketAddr,
     #[command(flatten)]
     pub common: CommonArgs,

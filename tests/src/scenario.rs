@@ -139,7 +139,7 @@ impl Scenario {
         let kubeconfig = self.lan.cluster.kubeconfig(i).as_os_str().to_owned();
         let ns = self.lan.cluster.namespace();
         #[rustfmt::skip]
-        let args = ["agent", "--node-name", node, "--namespace", ns, "--config-namespace", ns, "-i", "eth0", "--metrics-addr", "127.0.0.1:7472"];
+        let args = ["agent", "--node-name", node, "--namespace", ns, "--config-namespace", ns, "-i", "eth0", "--metrics-addr", "127.0.0.1:7474"];
         Agent::start_with_env(&f.ns, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])
     }
 

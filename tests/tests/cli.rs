@@ -116,7 +116,7 @@ fn a_missing_api_resource_is_named_with_its_remedy() {
     let ns = ns_with_eth0();
     let bpffs = format!("/sys/fs/bpf/{}", ns.name());
     #[rustfmt::skip]
-    let agent: &[&str] = &["agent", "--node-name", "n1", "-i", "eth0", "--bpffs", &bpffs, "--metrics-addr", "127.0.0.1:7472"];
+    let agent: &[&str] = &["agent", "--node-name", "n1", "-i", "eth0", "--bpffs", &bpffs, "--metrics-addr", "127.0.0.1:7474"];
     let controller: &[&str] = &["controller", "--metrics-addr", "127.0.0.1:7473"];
     let crds = "the API server does not serve metallb.io/v1beta1";
     let cases: &[(Gvr, &[&str], &str)] = &[
