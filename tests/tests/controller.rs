@@ -392,6 +392,14 @@ fn pool_status_counts_what_is_assigned_as_metallb_shows_it() {
     }
     bed.cluster.delete(&SERVICES, "b").expect("delete");
     shows(&bed, counts(2));
+    // The same figures on /metrics, under MetalLB's names.
+    let page = get(&bed.nets[0], "/metrics").unwrap_or_default();
+    for line in [
+        "metallb_allocator_addresses_in_use_total{pool=\"main\"} 2.0",
+        "metallb_allocator_addresses_total{pool=\"main\"} 14.0",
+    ] {
+        assert!(page.lines().any(|l| l == line), "{line} not in\n{page}");
+    }
 }
 
 #[test]
@@ -651,7 +659,7 @@ fn random_changes_and_restarts_never_give_an_address_twice_nor_lose_one() {
 }
 
 /// `GET path` on the controller's metrics port, from inside its namespace;
-/// the status line, or `None` when nothing answers within a second.
+/// the whole reply, or `None` when nothing answers within a second.
 fn get(ns: &Netns, path: &str) -> Option<String> {
     use std::io::{Read as _, Write as _};
     ns.enter(|| {
@@ -661,7 +669,7 @@ fn get(ns: &Netns, path: &str) -> Option<String> {
         conn.write_all(request.as_bytes()).ok()?;
         let mut reply = String::new();
         conn.read_to_string(&mut reply).ok()?;
-        reply.lines().next().map(str::to_string)
+        Some(reply)
     })
     .ok()
     .flatten()
@@ -676,8 +684,8 @@ fn the_health_endpoint_outlives_idle_connections_and_running_out_of_descriptors(
     bed.start(0);
     bed.wait_active(0);
     let ns = &bed.nets[0];
-    let ok = Some("HTTP/1.1 200 OK".to_string());
-    assert_eq!(get(ns, "/healthz"), ok);
+    let healthy = || get(ns, "/healthz").is_some_and(|r| r.starts_with("HTTP/1.1 200 OK"));
+    assert!(healthy());
 
     let idle = |n: usize| -> Vec<std::net::TcpStream> {
         ns.enter(|| {
@@ -720,7 +728,7 @@ fn the_health_endpoint_outlives_idle_connections_and_running_out_of_descriptors(
     let crowd = idle(58);
     std::thread::sleep(Duration::from_secs(1));
     drop(crowd);
-    let back = wait_for(Duration::from_secs(10), || get(ns, "/healthz") == ok);
+    let back = wait_for(Duration::from_secs(10), healthy);
     assert!(back.is_some(), "/healthz is gone\n{}", bed.logs());
     assert!(bed.controllers[0].as_mut().expect("c").running());
 }

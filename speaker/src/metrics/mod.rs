@@ -2,14 +2,68 @@
 //! `/metrics`, `/healthz` (the process serves), `/readyz` (the agent: the
 //! data plane matches the election's view; the controller: standing by, or
 //! active with its state rebuilt).
+//!
+//! The figures live in plain structs the loops update; a scrape turns them
+//! into metric families with `prometheus-client`, which writes the
+//! OpenMetrics text.
 
 mod serve;
 
-use std::{collections::BTreeMap, fmt::Write as _, sync::Mutex};
+use std::{collections::BTreeMap, sync::Mutex, sync::atomic::AtomicU64};
 
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 use speaker_common::maps::{Counters, Reason};
 
 pub use serve::serve;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// One scrape's metric families.
+#[derive(Default)]
+struct Exposition(Registry);
+
+impl Exposition {
+    /// `name` as exposed (with its `_total`, which the library adds).
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        let c: Counter = Counter::default();
+        c.inc_by(value);
+        self.0.register(name.trim_end_matches("_total"), help, c);
+    }
+
+    fn counters(&mut self, name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, u64)>) {
+        let family = Family::<Labels, Counter>::default();
+        for (labels, value) in rows {
+            family.get_or_create(&labels).inc_by(value);
+        }
+        self.0
+            .register(name.trim_end_matches("_total"), help, family);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        let g = Gauge::<f64, AtomicU64>::default();
+        g.set(value);
+        self.0.register(name, help, g);
+    }
+
+    fn gauges(&mut self, name: &str, help: &str, rows: impl IntoIterator<Item = (Labels, f64)>) {
+        let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for (labels, value) in rows {
+            family.get_or_create(&labels).set(value);
+        }
+        self.0.register(name, help, family);
+    }
+
+    fn text(self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.0);
+        out
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -48,73 +102,41 @@ pub struct ControllerMetrics {
 
 impl Page for ControllerMetrics {
     fn render(&self) -> String {
-        let mut s = String::new();
-        let head = |s: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
-        head(
-            &mut s,
+        let mut e = Exposition::default();
+        let pool = |p: &crate::allocation::PoolCount| vec![("pool", p.pool.clone())];
+        e.gauges(
             "metallb_allocator_addresses_in_use_total",
-            "gauge",
             "Number of IP addresses in use, by pool.",
+            self.pools.iter().map(|p| (pool(p), p.in_use() as f64)),
         );
-        for p in &self.pools {
-            let _ = writeln!(
-                s,
-                "metallb_allocator_addresses_in_use_total{{pool=\"{}\"}} {}",
-                p.pool,
-                p.in_use()
-            );
-        }
-        head(
-            &mut s,
+        e.gauges(
             "metallb_allocator_addresses_total",
-            "gauge",
             "Number of usable IP addresses, by pool.",
+            self.pools.iter().map(|p| (pool(p), p.total() as f64)),
         );
-        for p in &self.pools {
-            let _ = writeln!(
-                s,
-                "metallb_allocator_addresses_total{{pool=\"{}\"}} {}",
-                p.pool,
-                p.total()
-            );
-        }
-        head(
-            &mut s,
+        e.counters(
             "speaker_allocation_refusals_total",
-            "counter",
             "Services refused an address (each new reason once), by reason.",
+            self.refusals
+                .iter()
+                .map(|(reason, n)| (vec![("reason", (*reason).to_owned())], *n)),
         );
-        for (reason, n) in &self.refusals {
-            let _ = writeln!(
-                s,
-                "speaker_allocation_refusals_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
-        for (name, help, v) in [
-            (
-                "speaker_status_writes_total",
-                "Service status writes that succeeded.",
-                self.status_writes_ok,
-            ),
-            (
-                "speaker_status_write_failures_total",
-                "Service status writes that failed (retried unless the Service changed).",
-                self.status_writes_failed,
-            ),
-        ] {
-            head(&mut s, name, "counter", help);
-            let _ = writeln!(s, "{name} {v}");
-        }
-        head(
-            &mut s,
+        e.counter(
+            "speaker_status_writes_total",
+            "Service status writes that succeeded.",
+            self.status_writes_ok,
+        );
+        e.counter(
+            "speaker_status_write_failures_total",
+            "Service status writes that failed (retried unless the Service changed).",
+            self.status_writes_failed,
+        );
+        e.gauge(
             "speaker_controller_active",
-            "gauge",
             "1 while this process is the active controller.",
+            f64::from(u8::from(self.active)),
         );
-        let _ = writeln!(s, "speaker_controller_active {}", u8::from(self.active));
-        s
+        e.text()
     }
 
     fn ready(&self) -> bool {
@@ -135,64 +157,118 @@ impl Page for Metrics {
     }
 
     fn render(&self) -> String {
-        let mut s = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        counter(
-            "speaker_takeovers_total",
-            "VIPs this node started answering for.",
-            self.takeovers,
-        );
-        counter(
-            "speaker_lease_renewals_total",
-            "Successful node-lease renewals.",
-            self.renewals_ok,
-        );
-        counter(
-            "speaker_lease_renewal_failures_total",
-            "Failed node-lease renewals.",
-            self.renewals_failed,
-        );
-        counter(
-            "speaker_ownership_writes_total",
-            "VIP ownership records written.",
-            self.record_writes_ok,
-        );
-        counter(
-            "speaker_ownership_conflicts_total",
-            "VIP ownership writes lost to another writer (409).",
-            self.record_conflicts,
-        );
-        counter(
-            "speaker_ownership_write_failures_total",
-            "VIP ownership writes that failed or timed out.",
-            self.record_writes_failed,
-        );
-        counter(
-            "speaker_dataplane_repairs_total",
-            "Map entries that differed from the election's view.",
-            self.repairs,
-        );
-        let _ = writeln!(
-            s,
-            "# HELP speaker_vips_owned VIPs this node answers for.\n# TYPE speaker_vips_owned gauge\nspeaker_vips_owned {}",
-            self.vips_owned
+        let mut e = Exposition::default();
+        for (name, help, value) in [
+            (
+                "speaker_takeovers_total",
+                "VIPs this node started answering for.",
+                self.takeovers,
+            ),
+            (
+                "speaker_lease_renewals_total",
+                "Successful node-lease renewals.",
+                self.renewals_ok,
+            ),
+            (
+                "speaker_lease_renewal_failures_total",
+                "Failed node-lease renewals.",
+                self.renewals_failed,
+            ),
+            (
+                "speaker_ownership_writes_total",
+                "VIP ownership records written.",
+                self.record_writes_ok,
+            ),
+            (
+                "speaker_ownership_conflicts_total",
+                "VIP ownership writes lost to another writer (409).",
+                self.record_conflicts,
+            ),
+            (
+                "speaker_ownership_write_failures_total",
+                "VIP ownership writes that failed or timed out.",
+                self.record_writes_failed,
+            ),
+            (
+                "speaker_dataplane_repairs_total",
+                "Map entries that differed from the election's view.",
+                self.repairs,
+            ),
+        ] {
+            e.counter(name, help, value);
+        }
+        e.gauge(
+            "speaker_vips_owned",
+            "VIPs this node answers for.",
+            self.vips_owned as f64,
         );
         if let Some(c) = &self.xdp {
-            let _ = writeln!(
-                s,
-                "# HELP speaker_xdp_frames_total Frames seen by the XDP program, by verdict reason.\n# TYPE speaker_xdp_frames_total counter"
+            e.counters(
+                "speaker_xdp_frames_total",
+                "Frames seen by the XDP program, by verdict reason.",
+                Reason::ALL
+                    .iter()
+                    .map(|r| (vec![("reason", r.name().to_owned())], c.get(*r))),
             );
-            for r in Reason::ALL {
-                let _ = writeln!(
-                    s,
-                    "speaker_xdp_frames_total{{reason=\"{}\"}} {}",
-                    r.name(),
-                    c.get(*r)
-                );
-            }
         }
-        s
+        e.text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocation::{FamilyCount, PoolCount};
+
+    #[test]
+    fn the_controller_page_is_openmetrics_with_metallbs_names() {
+        let page = ControllerMetrics {
+            active: true,
+            pools: vec![PoolCount {
+                pool: "main".into(),
+                ipv4: FamilyCount {
+                    in_use: 3,
+                    total: 14,
+                },
+                ipv6: FamilyCount::default(),
+            }],
+            refusals: [("pool_exhausted", 2)].into(),
+            status_writes_ok: 5,
+            ..ControllerMetrics::default()
+        };
+        let text = page.render();
+        for line in [
+            "# TYPE metallb_allocator_addresses_in_use_total gauge",
+            "metallb_allocator_addresses_in_use_total{pool=\"main\"} 3.0",
+            "metallb_allocator_addresses_total{pool=\"main\"} 14.0",
+            "# TYPE speaker_allocation_refusals counter",
+            "speaker_allocation_refusals_total{reason=\"pool_exhausted\"} 2",
+            "speaker_status_writes_total 5",
+            "speaker_controller_active 1.0",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_agent_page_counts_xdp_verdicts_by_reason() {
+        let page = Metrics {
+            takeovers: 4,
+            vips_owned: 2,
+            xdp: Some(Counters::default()),
+            ..Metrics::default()
+        };
+        let text = page.render();
+        assert!(text.contains("speaker_takeovers_total 4\n"), "{text}");
+        assert!(text.contains("speaker_vips_owned 2.0\n"), "{text}");
+        assert!(
+            text.contains("speaker_xdp_frames_total{reason=\"arp_reply\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -87,7 +87,9 @@ fn respond<T: Page>(req: &Request<Incoming>, page: &Mutex<T>) -> Response<Full<B
     *reply.status_mut() = status;
     reply.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        hyper::header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
     );
     reply
 }
