@@ -172,6 +172,23 @@ impl Scenario {
             .collect()
     }
 
+    /// The agent's `/metrics` page on front node `node`, read inside its
+    /// namespace (empty when it does not answer).
+    pub fn metrics(&self, node: &str) -> String {
+        use std::io::{Read as _, Write as _};
+        let ns = &self.lan.fronts[self.index(node)].ns;
+        let page = ns.enter(|| {
+            let mut conn = std::net::TcpStream::connect("127.0.0.1:7474").ok()?;
+            conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut reply = String::new();
+            conn.read_to_string(&mut reply).ok()?;
+            Some(reply)
+        });
+        page.ok().flatten().unwrap_or_default()
+    }
+
     pub fn delete_service(&self, i: usize) -> Result<()> {
         self.lan.cluster.delete(&SERVICES, &service_name(i))
     }

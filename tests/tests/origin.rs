@@ -382,6 +382,17 @@ fn the_controller_gives_the_story_service_an_address_the_agents_announce_until_i
         .is_ok_and(|o| o.status.success());
     assert!(reached, "the client cannot reach {vip}");
     assert_eq!(c.neighbour_mac("eth0", vip), Some(mac_of(&s, &owner)));
+    // MetalLB's gauge, so its dashboards and alerts work (refreshed each
+    // second).
+    let ns = s.lan.cluster.namespace().to_string();
+    let line = format!(
+        "metallb_speaker_announced{{ip=\"{vip}\",node=\"{owner}\",protocol=\"layer2\",\
+         service=\"{ns}/nginx-0\"}} 1.0"
+    );
+    let shown = wait_for(Duration::from_secs(3), || {
+        s.metrics(&owner).lines().any(|l| l == line)
+    });
+    assert!(shown.is_some(), "{line} not in\n{}", s.metrics(&owner));
 
     s.delete_service(0).expect("delete");
     let released = wait_for(Duration::from_secs(10), || {

@@ -149,7 +149,10 @@ async fn start(
     // Before touching the data plane: a second agent under this node's
     // name must not replace the first one's program or maps.
     acquire_node_lease(&leases, &events, cfg).await?;
-    let metrics = Arc::new(Mutex::new(Metrics::default()));
+    let metrics = Arc::new(Mutex::new(Metrics {
+        node: cfg.node.clone(),
+        ..Metrics::default()
+    }));
     metrics::serve(cfg.metrics_addr, metrics.clone()).await?;
 
     let dp = Dataplane::load(&cfg.bpffs)?;
@@ -329,8 +332,17 @@ impl Agent {
         };
         let counters = self.answer.counters().ok();
         let owned = self.answer.answered().count() as u64;
+        let announced: Vec<(String, IpAddr)> = self
+            .answer
+            .answered()
+            .flat_map(|(vip, _)| {
+                let services = self.local.services(vip).iter();
+                services.map(move |s| (format!("{}/{}", s.namespace, s.name), vip))
+            })
+            .collect();
         let consistent = consistent && !self.local.any_failed();
         metrics::update(&self.metrics, |m| {
+            m.announced = announced;
             m.repairs += drift;
             m.consistent = consistent;
             m.xdp = counters;

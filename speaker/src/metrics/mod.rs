@@ -67,6 +67,9 @@ impl Exposition {
 
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub node: String,
+    /// Each (Service `ns/name`, VIP) this node announces.
+    pub announced: Vec<(String, std::net::IpAddr)>,
     pub xdp: Option<Counters>,
     pub vips_owned: u64,
     pub takeovers: u64,
@@ -197,6 +200,19 @@ impl Page for Metrics {
         ] {
             e.counter(name, help, value);
         }
+        e.gauges(
+            "metallb_speaker_announced",
+            "The Services this node announces, by IP (1 while announced).",
+            self.announced.iter().map(|(service, ip)| {
+                let labels = vec![
+                    ("ip", ip.to_string()),
+                    ("node", self.node.clone()),
+                    ("protocol", "layer2".to_owned()),
+                    ("service", service.clone()),
+                ];
+                (labels, 1.0)
+            }),
+        );
         e.gauge(
             "speaker_vips_owned",
             "VIPs this node answers for.",
@@ -257,6 +273,8 @@ mod tests {
     #[test]
     fn the_agent_page_counts_xdp_verdicts_by_reason() {
         let page = Metrics {
+            node: "front-1".into(),
+            announced: vec![("default/web".into(), "198.18.0.10".parse().expect("ip"))],
             takeovers: 4,
             vips_owned: 2,
             xdp: Some(Counters::default()),
@@ -264,6 +282,13 @@ mod tests {
         };
         let text = page.render();
         assert!(text.contains("speaker_takeovers_total 4\n"), "{text}");
+        assert!(
+            text.contains(
+                "metallb_speaker_announced{ip=\"198.18.0.10\",node=\"front-1\",\
+                 protocol=\"layer2\",service=\"default/web\"} 1.0\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains("speaker_vips_owned 2.0\n"), "{text}");
         assert!(
             text.contains("speaker_xdp_frames_total{reason=\"arp_reply\"} 0\n"),
