@@ -170,6 +170,17 @@ impl AgentArgs {
     }
 }
 
+/// `speaker inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// bpffs folder the running agent pinned its maps in.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_BPFFS_DIR)]
+    pub bpffs: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Options every mode shares.
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {

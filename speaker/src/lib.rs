@@ -14,6 +14,7 @@ pub mod controller;
 pub mod dataplane;
 pub mod election;
 pub mod eligibility;
+pub mod inspect;
 pub mod k8s;
 pub mod metallb;
 pub mod metrics;

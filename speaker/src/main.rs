@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use speaker::{
     agent,
-    config::{AgentArgs, ControllerArgs, StaticArgs, StaticConfig},
-    controller, static_mode,
+    config::{AgentArgs, ControllerArgs, InspectArgs, StaticArgs, StaticConfig},
+    controller, inspect, static_mode,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -26,6 +26,9 @@ enum Command {
     /// Kubernetes mode: give LoadBalancer Services addresses from the
     /// IPAddressPools (MetalLB-compatible); one replica active at a time.
     Controller(ControllerArgs),
+    /// Show what this node's data plane answers: VIPs, links, MACs, time
+    /// to expiry, conflicts and verdict counters, from the pinned maps.
+    Inspect(InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,16 @@ fn main() -> ExitCode {
             };
             run(agent::run(cfg))
         }
+        Command::Inspect(args) => match inspect::report(&args.bpffs, args.json) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Controller(args) => {
             let cfg = match args.into_config() {
                 Ok(cfg) => cfg,

@@ -251,3 +251,91 @@ fn foreign_claim_on_the_vip_is_recorded_as_a_conflict() {
     let counters = bpftool::counters(&agent.bpffs).expect("bpftool counters");
     assert!(counters["conflict"] >= 1, "{counters:?}");
 }
+
+/// `speaker inspect` in the node's namespace: its JSON and its table.
+fn inspect(pair: &Pair, args: &[&str]) -> (Option<i32>, String, String) {
+    let bin = speaker_tests::agent::speaker_bin();
+    let out = pair
+        .node
+        .command(bin.to_str().expect("UTF-8 path"))
+        .arg("inspect")
+        .args(args)
+        .output()
+        .expect("run speaker inspect");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inspect_shows_each_vip_its_link_mac_expiry_conflicts_and_verdicts() {
+    require_privileges();
+    let pair = Pair::new().expect("topology");
+    let agent = start(&pair, &["--hold-time", "3s"]);
+    let bpffs = agent.bpffs.to_str().expect("UTF-8").to_string();
+    assert_eq!(arping(&pair.client, VIP, 1), [pair.node_mac]);
+    // A foreign claim, to be shown as a conflict.
+    let _ = pair
+        .client
+        .command("arping")
+        .args(["-q", "-U", "-c", "1", "-S", VIP, "-i", "eth0", VIP])
+        .output();
+
+    let mac = |m: [u8; 6]| {
+        m.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    let json = || {
+        let (code, out, err) = inspect(&pair, &["--bpffs", &bpffs, "--json"]);
+        assert_eq!(code, Some(0), "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("JSON")
+    };
+    wait_for(Duration::from_secs(2), || {
+        json()["vips"][0]["conflicts"].as_u64() >= Some(1)
+    })
+    .expect("the claim shown as a conflict");
+    let report = json();
+    let vip = &report["vips"][0];
+    assert_eq!(report["vips"].as_array().map(Vec::len), Some(1), "{report}");
+    assert_eq!(vip["vip"], VIP);
+    assert_eq!(vip["link"], "eth0");
+    assert_eq!(vip["vlan"], 0);
+    assert_eq!(vip["mac"], mac(pair.node_mac));
+    assert_eq!(vip["live"], true);
+    let left = vip["expires_in_ms"].as_i64().unwrap_or(0);
+    assert!(0 < left && left <= 3000, "{report}");
+    assert_eq!(vip["last_claimant"], mac(pair.client_mac));
+    assert!(
+        report["verdicts"]["arp_reply"].as_u64() >= Some(1),
+        "{report}"
+    );
+    assert!(
+        report["verdicts"]["conflict"].as_u64() >= Some(1),
+        "{report}"
+    );
+
+    let (code, table, _) = inspect(&pair, &["--bpffs", &bpffs]);
+    assert_eq!(code, Some(0));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(VIP))
+        .unwrap_or_default();
+    assert!(
+        row.contains("eth0")
+            && row.contains(&mac(pair.node_mac))
+            && row.contains(&mac(pair.client_mac)),
+        "{table}"
+    );
+
+    let (code, _, err) = inspect(&pair, &["--bpffs", "/sys/fs/bpf/speaker-nothing-here"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no speaker maps pinned in /sys/fs/bpf/speaker-nothing-here"),
+        "{err}"
+    );
+    drop(agent);
+}

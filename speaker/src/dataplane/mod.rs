@@ -249,56 +249,108 @@ impl Dataplane {
 
     /// Every entry in the VIP map.
     pub fn vips(&self) -> Result<Vec<(VipKey, VipEntry)>, DataplaneError> {
-        self.vips
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(|source| DataplaneError::Map {
-                map: VIPS_MAP,
-                source,
-            })
+        read_vips(&self.vips)
     }
 
     /// The counters summed over all CPUs.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        let per_cpu = self
-            .counters
-            .get(&0, 0)
-            .map_err(|source| DataplaneError::Map {
-                map: COUNTERS_MAP,
-                source,
-            })?;
-        let mut total = Counters::default();
-        for c in per_cpu.iter() {
-            total.add(c);
-        }
-        Ok(total)
+        read_counters(&self.counters)
     }
 
     /// Conflicts per VIP, summed over CPUs; the MAC is the latest seen.
     pub fn conflicts(&self) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
-        let mut out = Vec::new();
-        for item in self.conflicts.iter() {
-            let (key, per_cpu) = item.map_err(|source| DataplaneError::Map {
-                map: CONFLICTS_MAP,
-                source,
-            })?;
-            let mut sum = Conflict {
-                count: 0,
-                last_seen_ns: 0,
-                last_mac: [0; 6],
-                _pad: [0; 2],
-            };
-            for c in per_cpu.iter() {
-                sum.count += c.count;
-                if c.count > 0 && c.last_seen_ns >= sum.last_seen_ns {
-                    sum.last_seen_ns = c.last_seen_ns;
-                    sum.last_mac = c.last_mac;
-                }
-            }
-            out.push((key, sum));
-        }
-        Ok(out)
+        read_conflicts(&self.conflicts)
     }
+}
+
+/// The maps a running agent pinned, opened from their pins to be read
+/// (`speaker inspect`), never written.
+pub struct Pinned {
+    vips: HashMap<MapData, VipKey, VipEntry>,
+    counters: PerCpuArray<MapData, Counters>,
+    conflicts: PerCpuHashMap<MapData, VipKey, Conflict>,
+}
+
+impl Pinned {
+    pub fn open(dir: &Path) -> Result<Self, DataplaneError> {
+        fn open<T>(dir: &Path, name: &'static str) -> Result<T, DataplaneError>
+        where
+            T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+        {
+            let path = dir.join(name);
+            let map_err = |source| DataplaneError::Map { map: name, source };
+            let data = MapData::from_pin(&path).map_err(map_err)?;
+            let map = aya::maps::Map::from_map_data(data).map_err(map_err)?;
+            T::try_from(map).map_err(map_err)
+        }
+        Ok(Self {
+            vips: open(dir, VIPS_MAP)?,
+            counters: open(dir, COUNTERS_MAP)?,
+            conflicts: open(dir, CONFLICTS_MAP)?,
+        })
+    }
+
+    pub fn vips(&self) -> Result<Vec<(VipKey, VipEntry)>, DataplaneError> {
+        read_vips(&self.vips)
+    }
+
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        read_counters(&self.counters)
+    }
+
+    pub fn conflicts(&self) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
+        read_conflicts(&self.conflicts)
+    }
+}
+
+fn read_vips(
+    map: &HashMap<MapData, VipKey, VipEntry>,
+) -> Result<Vec<(VipKey, VipEntry)>, DataplaneError> {
+    map.iter()
+        .collect::<Result<_, _>>()
+        .map_err(|source| DataplaneError::Map {
+            map: VIPS_MAP,
+            source,
+        })
+}
+
+fn read_counters(map: &PerCpuArray<MapData, Counters>) -> Result<Counters, DataplaneError> {
+    let per_cpu = map.get(&0, 0).map_err(|source| DataplaneError::Map {
+        map: COUNTERS_MAP,
+        source,
+    })?;
+    let mut total = Counters::default();
+    for c in per_cpu.iter() {
+        total.add(c);
+    }
+    Ok(total)
+}
+
+fn read_conflicts(
+    map: &PerCpuHashMap<MapData, VipKey, Conflict>,
+) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
+    let mut out = Vec::new();
+    for item in map.iter() {
+        let (key, per_cpu) = item.map_err(|source| DataplaneError::Map {
+            map: CONFLICTS_MAP,
+            source,
+        })?;
+        let mut sum = Conflict {
+            count: 0,
+            last_seen_ns: 0,
+            last_mac: [0; 6],
+            _pad: [0; 2],
+        };
+        for c in per_cpu.iter() {
+            sum.count += c.count;
+            if c.count > 0 && c.last_seen_ns >= sum.last_seen_ns {
+                sum.last_seen_ns = c.last_seen_ns;
+                sum.last_mac = c.last_mac;
+            }
+        }
+        out.push((key, sum));
+    }
+    Ok(out)
 }
 
 impl Drop for Dataplane {
