@@ -11,7 +11,7 @@ use speaker_common::{
 
 use crate::{
     L2, Verdict, maps,
-    packet::{be16, be32, mac_eq, ptr_at},
+    packet::{be16, be32, is_group, mac_eq, ptr_at},
     sender,
 };
 
@@ -37,6 +37,11 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext, l2: L2) -> Verdict {
             || ipv4::is_loopback(spa)
             || ipv4::is_zeronet(spa))
     {
+        return Verdict::pass(Reason::PassBadSender);
+    }
+    // The reply goes to the sender's hardware address: never to a group
+    // (broadcast or multicast), which would flood the LAN with replies.
+    if is_group(&arp.sha) {
         return Verdict::pass(Reason::PassBadSender);
     }
     // A frame from one of our VIPs, ours or a conflict, is not answered.

@@ -23,7 +23,7 @@ use crate::{
     L2, Verdict,
     checksum::{self, sum16},
     maps,
-    packet::{addr_eq, be16, mac_eq, ptr_at},
+    packet::{addr_eq, be16, is_group, mac_eq, ptr_at},
     sender,
 };
 
@@ -112,13 +112,18 @@ fn solicitation(ctx: &XdpContext, l2: L2) -> Result<Reason, Reason> {
         return Err(Reason::PassNotVip);
     };
     // Linux ignores unicast frames for other hosts; multicast is accepted.
-    if eth.dst[0] & 1 == 0 && !mac_eq(&eth.dst, &entry.mac) {
+    if !is_group(&eth.dst) && !mac_eq(&eth.dst, &entry.mac) {
         return Err(Reason::PassEthDst);
     }
     if !entry.is_live(maps::now_ns()) {
         return Err(Reason::PassExpired);
     }
     let answer = Answer::new(&msg, &opts, dad, &eth.src, &entry.mac);
+    // To the solicitor's link-layer address: never to a group (DAD's
+    // all-nodes reply aside), which would flood the LAN with replies.
+    if !dad && is_group(&answer.eth_dst) {
+        return Err(Reason::PassBadSender);
+    }
     resize(ctx, l2)?;
     write_advert(ctx, l2, &answer);
     Ok(if dad {

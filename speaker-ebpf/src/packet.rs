@@ -33,6 +33,12 @@ pub fn mac_eq(a: &[u8; 6], b: &[u8; 6]) -> bool {
         == 0
 }
 
+/// A group (broadcast or multicast) MAC: the I/G bit is set.
+#[inline(always)]
+pub fn is_group(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 != 0
+}
+
 /// Byte-wise comparison of IPv6 addresses (see mac_eq).
 #[inline(always)]
 pub fn addr_eq(a: &[u8; 16], b: &[u8; 16]) -> bool {

@@ -147,6 +147,10 @@ fn arp(at: &At, vips: &impl Vips) -> Step {
     if spa != 0 && (multicast(spa) || spa == u32::MAX || loopback(spa) || spa >> 24 == 0) {
         return Err(Reason::PassBadSender);
     }
+    // Never a reply to a group hardware address (it would flood the LAN).
+    if sha[0] & 1 != 0 {
+        return Err(Reason::PassBadSender);
+    }
     if spa != 0 {
         let key = VipKey::ipv4(at.ifindex, at.vlan, spa_bytes);
         if let Some(entry) = vips.get(&key) {
@@ -299,6 +303,10 @@ fn ndp(at: &At, vips: &impl Vips) -> Step {
     }
     if !entry.is_live(at.now_ns) {
         return Err(Reason::PassExpired);
+    }
+    // Never a reply to a group link-layer address (DAD's all-nodes aside).
+    if !dad && slla.unwrap_or(eth_src)[0] & 1 != 0 {
+        return Err(Reason::PassBadSender);
     }
 
     // ndisc_send_na for a local address: from the target; to the solicitor,
