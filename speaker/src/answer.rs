@@ -56,7 +56,13 @@ pub struct Answerer {
     announcer: Announcer<(IpAddr, Link)>,
     /// Conflict counts already reported, per map key.
     conflicts_seen: HashMap<VipKey, u64>,
+    /// When each VIP was last defended.
+    defended: HashMap<IpAddr, Instant>,
 }
+
+/// At most one defence of a VIP per this: a host claiming it again and
+/// again must not turn this node into a flood.
+pub const DEFEND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The map entry for a VIP on `link`, expiring at `expires`: the one place
 /// an entry is made.
@@ -77,6 +83,7 @@ impl Answerer {
             vips: BTreeMap::new(),
             announcer: Announcer::new(burst),
             conflicts_seen: HashMap::new(),
+            defended: HashMap::new(),
         }
     }
 
@@ -184,6 +191,7 @@ impl Answerer {
         let Some(a) = self.vips.remove(&vip) else {
             return;
         };
+        self.defended.remove(&vip);
         for link in &a.links {
             if let Err(e) = self.dp.remove_vip(&link.key(vip)) {
                 warn!(%vip, %link, error = %error_chain(&e), "cannot remove VIP");
@@ -200,6 +208,27 @@ impl Answerer {
         for link in &a.links {
             self.announcer.start((vip, link.clone()), Instant::now());
         }
+    }
+
+    /// Defends `vip` against another host's claim (RFC 5227 2.4 (b)): one
+    /// announcement round on each of its links now, unless it was defended
+    /// within [`DEFEND_INTERVAL`]. True when it defended.
+    pub fn defend(&mut self, vip: IpAddr, now: Instant) -> bool {
+        let Some(a) = self.vips.get(&vip) else {
+            return false;
+        };
+        if self
+            .defended
+            .get(&vip)
+            .is_some_and(|at| now.duration_since(*at) < DEFEND_INTERVAL)
+        {
+            return false;
+        }
+        self.defended.insert(vip, now);
+        for link in &a.links {
+            self.announcer.once((vip, link.clone()), now);
+        }
+        true
     }
 
     /// Sends the announcements due at `now`. Each is checked at send time:

@@ -56,8 +56,13 @@ async fn serve(
             for vip in &cfg.vips {
                 answer.refresh(vip.addr, expires)?;
             }
-            if let Err(e) = answer.new_conflicts() {
-                warn!(error = %format!("{e:#}"), "cannot read conflicts");
+            match answer.new_conflicts() {
+                Ok(seen) => {
+                    for c in seen {
+                        answer.defend(c.vip, now);
+                    }
+                }
+                Err(e) => warn!(error = %format!("{e:#}"), "cannot read conflicts"),
             }
             next_refresh = now + cfg.refresh_interval;
         }

@@ -405,3 +405,69 @@ fn the_controller_gives_the_story_service_an_address_the_agents_announce_until_i
     );
     drop(controller);
 }
+
+/// Another host on the LAN claims the VIP (ARP with the VIP as sender):
+/// the owner says so on the Service, counts it, and defends the VIP with
+/// one gratuitous round, at most every 10 s however often it is claimed.
+#[test]
+fn a_claim_on_the_vip_is_an_event_a_count_and_one_defence_per_10_s() {
+    use speaker_tests::apiserver::EVENTS_V1;
+    let s = running(&[VIP]);
+    let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let owner_mac = mac_of(&s, &owner);
+    // The takeover's own burst (5 rounds, 1 s apart) is over first.
+    std::thread::sleep(Duration::from_millis(4500));
+    let cap = Capture::start(&s.lan.client, "eth0", "arp").expect("capture");
+    let claim = || {
+        let out = s
+            .lan
+            .client
+            .command("arping")
+            .args(["-q", "-U", "-c", "1", "-S", VIP, "-i", "eth0", VIP])
+            .output();
+        assert!(out.is_ok_and(|o| o.status.code().is_some()), "arping");
+    };
+    claim();
+    std::thread::sleep(Duration::from_millis(2000));
+    claim();
+    std::thread::sleep(Duration::from_millis(2000));
+    let defences = cap
+        .finish()
+        .expect("capture")
+        .iter()
+        .filter_map(|f| Arp::parse(f))
+        .filter(|a| a.sha == owner_mac && a.spa == ipv4(VIP) && a.tpa == ipv4(VIP))
+        .count();
+    // One round: a gratuitous request and a gratuitous reply.
+    assert_eq!(defences, 2, "gratuitous frames from the owner");
+
+    let ns = s.lan.cluster.namespace().to_string();
+    let client_mac = s
+        .lan
+        .client_mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let events: Vec<serde_json::Value> = s
+        .lan
+        .cluster
+        .list_in(&EVENTS_V1, &ns)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["reason"] == "AddressConflict")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let note = events[0]["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&client_mac) && note.contains(VIP) && note.contains(&owner),
+        "{note}"
+    );
+    assert_eq!(events[0]["regarding"]["name"], "nginx-0");
+    let counted = s.metrics(&owner).lines().any(|l| {
+        l.strip_prefix(&format!("speaker_vip_conflicts_total{{ip=\"{VIP}\"}} "))
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 2)
+    });
+    assert!(counted, "{}", s.metrics(&owner));
+}

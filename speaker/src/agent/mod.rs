@@ -37,6 +37,7 @@ use crate::{
         watch::{self, ClusterStores},
     },
     metrics::{self, Metrics},
+    netdev::fmt_mac,
 };
 use local::Local;
 use requests::Requests;
@@ -304,6 +305,35 @@ impl Agent {
         self.eligibility()
     }
 
+    /// Another host claims a VIP we answer for (the data plane saw its
+    /// frames): say so on the Services, count it, and defend the VIP.
+    fn defend_claimed(&mut self) {
+        let seen = match self.answer.new_conflicts() {
+            Ok(seen) => seen,
+            Err(e) => {
+                warn!(error = %error_chain(&e), "cannot read the conflicts");
+                return;
+            }
+        };
+        let node = self.election.node().to_string();
+        for c in seen {
+            metrics::update(&self.metrics, |m| {
+                *m.conflicts.entry(c.vip).or_default() += c.frames;
+            });
+            // The Event goes with the defence, so both are rate-limited.
+            if !self.answer.defend(c.vip, Instant::now()) {
+                continue;
+            }
+            self.events.address_conflict(
+                self.local.services(c.vip),
+                c.vip,
+                &c.link.to_string(),
+                &fmt_mac(&c.other_mac),
+                &node,
+            );
+        }
+    }
+
     fn eligibility(&mut self) -> Vec<Event> {
         let owned: Vec<_> = self.election.owned().map(|(vip, _)| vip).collect();
         self.local.eligibility(owned)
@@ -330,6 +360,7 @@ impl Agent {
                 (0, false)
             }
         };
+        self.defend_claimed();
         let counters = self.answer.counters().ok();
         let owned = self.answer.answered().count() as u64;
         let announced: Vec<(String, IpAddr)> = self

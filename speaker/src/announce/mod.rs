@@ -81,6 +81,16 @@ impl<T: Ord + Clone> Announcer<T> {
         self.bursts.insert(target, state);
     }
 
+    /// One round for `target` now (defending it, RFC 5227 2.4), unless a
+    /// burst is under way, which already does.
+    pub fn once(&mut self, target: T, now: Instant) {
+        let last = self.settings.count.saturating_sub(1);
+        self.bursts.entry(target).or_insert(BurstState::Sending {
+            sent: last,
+            next_at: now,
+        });
+    }
+
     /// Stops announcing `target` (it is no longer ours).
     pub fn stop(&mut self, target: &T) {
         self.bursts.remove(target);
@@ -99,7 +109,7 @@ impl<T: Ord + Clone> Announcer<T> {
             {
                 out.push(target.clone());
                 let sent = sent + 1;
-                *state = if sent >= self.settings.count {
+                *state = if sent >= self.settings.count.max(1) {
                     BurstState::Done
                 } else {
                     BurstState::Sending {
@@ -144,6 +154,29 @@ mod tests {
         assert_eq!(a.due(t0 + Duration::from_millis(1000)), vec!["vip"]);
         assert_eq!(a.due(t0 + Duration::from_secs(10)), Vec::<&str>::new());
         assert_eq!(a.next_deadline(), None);
+    }
+
+    #[test]
+    fn once_sends_one_round_and_leaves_a_burst_alone() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        for count in [0, 1, 5] {
+            let mut a = Announcer::new(BurstSettings {
+                count,
+                interval: second,
+            });
+            a.once("vip", t0);
+            assert_eq!(a.due(t0), vec!["vip"], "count {count}");
+            assert_eq!(a.next_deadline(), None, "count {count}");
+        }
+        let mut a = Announcer::new(BurstSettings {
+            count: 3,
+            interval: second,
+        });
+        a.start("vip", t0);
+        a.due(t0);
+        a.once("vip", t0);
+        assert_eq!(a.next_deadline(), Some(t0 + second), "the burst goes on");
     }
 
     #[test]

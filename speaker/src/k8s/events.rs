@@ -101,6 +101,29 @@ impl Events {
         }
     }
 
+    /// `AddressConflict` on each Service of `vip`: another host claims it.
+    pub fn address_conflict(
+        &self,
+        services: &[ObjectRef],
+        vip: IpAddr,
+        link: &str,
+        other_mac: &str,
+        node: &str,
+    ) {
+        for svc in services {
+            self.post(
+                EventType::Warning,
+                "AddressConflict",
+                "Announce",
+                format!(
+                    "another host ({other_mac}) claims {vip} on {link}, which node {node} \
+                     announces; defended with a gratuitous announcement (at most every 10 s)"
+                ),
+                reference(svc),
+            );
+        }
+    }
+
     /// Logs each new configuration problem and posts it as a Warning on
     /// the object at fault; problems seen before are not posted again.
     pub fn problems(&self, issues: &[Issue], reported: &mut Reported) {

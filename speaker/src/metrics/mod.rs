@@ -71,6 +71,9 @@ pub struct Metrics {
     /// Each (Service `ns/name`, VIP) this node announces.
     pub announced: Vec<(String, std::net::IpAddr)>,
     pub xdp: Option<Counters>,
+    /// Frames from other hosts claiming a VIP we answer for, per VIP, as
+    /// the XDP program counted them.
+    pub conflicts: BTreeMap<std::net::IpAddr, u64>,
     pub vips_owned: u64,
     pub takeovers: u64,
     pub renewals_ok: u64,
@@ -212,6 +215,13 @@ impl Page for Metrics {
                 ];
                 (labels, 1.0)
             }),
+        );
+        e.counters(
+            "speaker_vip_conflicts_total",
+            "Frames from another host claiming a VIP this node answers for, by VIP.",
+            self.conflicts
+                .iter()
+                .map(|(ip, n)| (vec![("ip", ip.to_string())], *n)),
         );
         e.gauge(
             "speaker_vips_owned",
