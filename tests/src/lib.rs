@@ -12,6 +12,7 @@ pub mod lan;
 pub mod model;
 pub mod netns;
 pub mod programs;
+pub mod rbac;
 pub mod scenario;
 pub mod topology;
 

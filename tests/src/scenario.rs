@@ -172,6 +172,19 @@ impl Scenario {
             .collect()
     }
 
+    /// Every request the agents made is one deploy/ grants them
+    /// (`speaker::k8s::access::AGENT`, which tests/tests/deploy.rs compares
+    /// with the manifests). Against the stand-in only, which records
+    /// requests.
+    pub fn assert_agents_granted(&self) {
+        if let Some(server) = self.lan.cluster.stand_in() {
+            let ns = self.lan.cluster.namespace();
+            let seen = server.stats().accesses;
+            let extra = crate::rbac::ungranted(&seen, speaker::k8s::access::AGENT, ns, ns);
+            assert!(extra.is_empty(), "requests RBAC does not grant: {extra:#?}");
+        }
+    }
+
     /// The agent's `/metrics` page on front node `node`, read inside its
     /// namespace (empty when it does not answer).
     pub fn metrics(&self, node: &str) -> String {

@@ -39,6 +39,7 @@ fn ownership_moves_on_sigterm_and_on_sigkill_after_the_lease() {
     b.signal(libc::SIGKILL);
     s.settled(VIP, Duration::from_secs(6), |h| h != first && h != second);
     drop((a, b));
+    s.assert_agents_granted();
 }
 
 #[test]

@@ -24,6 +24,7 @@ use speaker_tests::{
 };
 
 const CLASS: &str = "speaker.metal/test";
+use speaker::k8s::access::CONTROLLER as CONTROLLER_ACCESS;
 
 struct Bed {
     // Controllers stop before the namespaces they run in go.
@@ -175,6 +176,18 @@ impl Bed {
             "controller {i} never became active\n{}",
             self.logs()
         );
+    }
+
+    /// Every request the controllers made is one deploy/ grants them
+    /// (`speaker::k8s::access::CONTROLLER`, which a test compares with the
+    /// manifests). Against the stand-in only, which records requests.
+    fn assert_granted(&self) {
+        if let Some(server) = self.cluster.stand_in() {
+            let ns = self.cluster.namespace();
+            let seen = server.stats().accesses;
+            let extra = speaker_tests::rbac::ungranted(&seen, CONTROLLER_ACCESS, ns, ns);
+            assert!(extra.is_empty(), "requests RBAC does not grant: {extra:#?}");
+        }
     }
 
     fn logs(&self) -> String {
@@ -337,6 +350,7 @@ fn services_get_addresses_by_metallbs_rules_and_refusals_are_events() {
     assert_eq!(bed.events("auto", "IPAllocated").len(), 1);
     assert_eq!(bed.events("unknown-pool", "AllocationFailed").len(), 1);
     assert_no_address_twice(&bed);
+    bed.assert_granted();
 }
 
 #[test]
@@ -508,6 +522,7 @@ fn a_stopped_controller_hands_over_at_once() {
     assert!(took < Duration::from_millis(1500), "takeover took {took:?}");
     bed.service("web", json!({}));
     bed.expect_ips("web", &["198.18.1.1"]);
+    bed.assert_granted();
 }
 
 /// A small deterministic generator (xorshift64*), so a failing sequence

@@ -470,4 +470,5 @@ fn a_claim_on_the_vip_is_an_event_a_count_and_one_defence_per_10_s() {
             .is_some_and(|n| n >= 2)
     });
     assert!(counted, "{}", s.metrics(&owner));
+    s.assert_agents_granted();
 }

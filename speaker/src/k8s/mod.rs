@@ -2,6 +2,7 @@
 //! the election, the controller's Lease, the watches, and the Events both
 //! post. The resource types MetalLB defines live apart, in `metallb`.
 
+pub mod access;
 pub mod events;
 pub mod leader;
 pub mod leases;

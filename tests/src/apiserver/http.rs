@@ -16,6 +16,7 @@ use super::{
     patch::PatchKind,
     resources::{ResourceKind, lookup},
     selector::Filter,
+    stats::Access,
     status::ApiError,
     store::{Part, WatchFrom},
     watch::{self, WatchParams},
@@ -41,6 +42,33 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     let write = matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE");
     let resource = route.as_ref().ok().map(|r| r.res.gvr.qualified());
     lock(&shared.stats).count(resource, write);
+    if let Ok(r) = &route {
+        let watch = req.uri().query().is_some_and(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
+        });
+        let verb = match (method.as_str(), r.name.is_some()) {
+            ("GET", true) => "get",
+            ("GET", false) if watch => "watch",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            _ => "other",
+        };
+        let resource = match r.status {
+            true => format!("{}/status", r.res.gvr.resource),
+            false => r.res.gvr.resource.to_string(),
+        };
+        lock(&shared.stats).accessed(Access {
+            group: r.res.gvr.group.to_string(),
+            resource,
+            verb,
+            namespace: r.ns.clone(),
+        });
+    }
 
     let delay = lock(&shared.faults).delay(&method, &target);
     if !delay.is_zero() {

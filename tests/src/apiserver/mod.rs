@@ -45,7 +45,7 @@ pub use resources::{
     ENDPOINT_SLICES, EVENTS, EVENTS_V1, Gvr, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS, LEASES,
     NAMESPACES, NODES, RESOURCES, ResourceKind, SERVICES,
 };
-pub use stats::{Counts, Stats};
+pub use stats::{Access, Counts, Stats};
 pub use status::{ApiError, Details};
 use store::{Part, Store};
 
