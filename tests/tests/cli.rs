@@ -125,9 +125,17 @@ fn a_missing_api_resource_is_named_with_its_remedy() {
             agent,
             "this speaker needs Kubernetes 1.21 or later",
         ),
-        (IP_ADDRESS_POOLS, agent, "apply deploy/crds.yaml"),
+        (
+            IP_ADDRESS_POOLS,
+            agent,
+            "apply MetalLB's CRDs first (deploy/crds/",
+        ),
         (L2_ADVERTISEMENTS, agent, crds),
-        (IP_ADDRESS_POOLS, controller, "apply deploy/crds.yaml"),
+        (
+            IP_ADDRESS_POOLS,
+            controller,
+            "apply MetalLB's CRDs first (deploy/crds/",
+        ),
     ];
     for (unserved, args, message) in cases {
         let server = ApiServer::start_with(Options {

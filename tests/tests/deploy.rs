@@ -25,27 +25,50 @@ use speaker_tests::rbac::{Grant, grants};
 const OWN: &str = "speaker-system";
 const CONFIG: &str = "metallb-system";
 
-/// Every document of every manifest in deploy/, with its file's name.
-fn documents() -> Vec<(String, Value)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("deploy/")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
+fn deploy_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+/// The YAML files under `dir`, recursively, in a stable order.
+fn yaml_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    for path in files {
-        let text = std::fs::read_to_string(&path).expect("read");
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-            .unwrap_or_else(|e| panic!("{}: not YAML: {e}", path.display()));
-        for doc in docs.into_iter().filter(|d| !d.is_null()) {
-            out.push((name.clone().unwrap_or_default(), doc));
+    for entry in std::fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(Result::ok)
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(yaml_files(&path));
+        } else if path.extension().is_some_and(|x| x == "yaml") {
+            out.push(path);
         }
     }
+    out.sort();
+    out
+}
+
+/// The documents of a YAML stream, empty ones left out.
+fn parse_stream(what: &str, text: &str) -> Vec<Value> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(text).unwrap_or_else(|e| panic!("{what}: not YAML: {e}"));
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// Every document of every manifest in deploy/ (kustomization files
+/// aside), with its file's name.
+fn documents() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for path in yaml_files(&deploy_dir()) {
+        if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let name = path.display().to_string();
+        for doc in parse_stream(&name, &text) {
+            out.push((name.clone(), doc));
+        }
+    }
+    assert!(!out.is_empty());
     out
 }
 
@@ -134,4 +157,58 @@ fn rbac_grants_exactly_what_the_code_uses() {
             "{account}: deploy/ lacks {missing:#?}\nand grants more: {extra:#?}"
         );
     }
+}
+
+/// `kubectl kustomize DIR`'s documents, as (kind, name) pairs.
+fn rendered(dir: &str) -> BTreeSet<(String, String)> {
+    let out = std::process::Command::new("kubectl")
+        .args(["kustomize", dir])
+        .output()
+        .expect(
+            "kubectl (Debian: kubernetes-client) must be installed; `cargo xtask test` installs it",
+        );
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    parse_stream(dir, &text)
+        .iter()
+        .map(|d| {
+            let name = d["metadata"]["name"].as_str().unwrap_or_default();
+            (
+                d["kind"].as_str().unwrap_or_default().to_string(),
+                name.to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_kustomize_tree_renders_the_standalone_install_and_the_agent_alone() {
+    let dir = deploy_dir();
+    let all: BTreeSet<(String, String)> = documents()
+        .iter()
+        .filter(|(file, _)| !file.ends_with("example.yaml"))
+        .map(|(_, d)| {
+            let name = d["metadata"]["name"].as_str().unwrap_or_default();
+            (
+                d["kind"].as_str().unwrap_or_default().to_string(),
+                name.to_string(),
+            )
+        })
+        .collect();
+    let standalone = rendered(&dir.display().to_string());
+    assert_eq!(
+        standalone, all,
+        "deploy/ renders every manifest but the example"
+    );
+    let alongside = rendered(&dir.join("alongside-metallb").display().to_string());
+    let kinds: BTreeSet<&str> = alongside.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(kinds.contains("DaemonSet"), "{alongside:?}");
+    assert!(
+        !kinds.contains("CustomResourceDefinition") && !kinds.contains("Deployment"),
+        "alongside MetalLB: the agent only, {alongside:?}"
+    );
 }

@@ -26,6 +26,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "ethtool"),
     ("iputils-ping", "ping"),
     ("procps", "sysctl"),
+    // `kubectl kustomize deploy/` in tests/tests/deploy.rs.
+    ("kubernetes-client", "kubectl"),
 ];
 
 pub fn all() -> Result<()> {

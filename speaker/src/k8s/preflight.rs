@@ -42,7 +42,7 @@ const fn need(
     }
 }
 
-const CRDS: &str = "apply deploy/crds.yaml (or MetalLB's CRDs) first";
+const CRDS: &str = "apply MetalLB's CRDs first (deploy/crds/, or MetalLB's own)";
 
 pub const SERVICES: Need = need("", "v1", "Service", "services", false, "");
 pub const NAMESPACES: Need = need("", "v1", "Namespace", "namespaces", false, "");
