@@ -4,6 +4,7 @@
 //! machine needs nothing done by hand (see `setup`).
 
 mod ebpf;
+mod image;
 mod setup;
 
 use std::{
@@ -20,6 +21,7 @@ commands:
   setup        install the eBPF toolchain (rust-src, bpf-linker) and the Debian tools the tests use
   build-ebpf   build the XDP programs (installs the toolchain when missing)
   build        build-ebpf, then the speaker binary (release) with the object embedded
+  image        build, then its OCI image: target/image/speaker-<version>.oci.tar
   demo         build, then show the XDP responder answering ARP in throw-away network namespaces
   test         build, then run the whole test suite (needs root, bpffs, network namespaces)
   bench        build, then run the benchmarks and write BENCHMARKS.md
@@ -34,7 +36,8 @@ fn main() -> ExitCode {
     let result = match cmd.as_str() {
         "setup" => setup::all(),
         "build-ebpf" => ebpf::build().map(drop),
-        "build" => build(),
+        "build" => build().map(drop),
+        "image" => image(),
         "demo" => demo(rest),
         "test" => test(rest),
         "bench" => bench(rest),
@@ -89,10 +92,19 @@ fn cargo(ebpf_dir: &Path) -> Command {
     cmd
 }
 
-fn build() -> Result<()> {
+/// The release binary, with the XDP object embedded; returns its path.
+fn build() -> Result<PathBuf> {
     let dir = ebpf::build()?;
     run(cargo(&dir).args(["build", "--release", "--package", "speaker"]))?;
-    println!("built {}", target_dir().join("release/speaker").display());
+    let binary = target_dir().join("release/speaker");
+    println!("built {}", binary.display());
+    Ok(binary)
+}
+
+fn image() -> Result<()> {
+    setup::debian_packages()?;
+    let archive = image::build(&build()?)?;
+    println!("built {}", archive.display());
     Ok(())
 }
 
@@ -115,6 +127,8 @@ fn demo(extra: &[String]) -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     setup::all()?;
+    // tests/tests/image.rs checks the image the release binary goes in.
+    image::build(&build()?)?;
     let dir = ebpf::build()?;
     // Integration tests start the real agent binary, so build it first.
     run(cargo(&dir).args(["build", "--package", "speaker"]))?;

@@ -28,6 +28,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("procps", "sysctl"),
     // `kubectl kustomize deploy/` in tests/tests/deploy.rs.
     ("kubernetes-client", "kubectl"),
+    // The OCI image (cargo xtask image), built without a daemon.
+    ("umoci", "umoci"),
 ];
 
 pub fn all() -> Result<()> {
