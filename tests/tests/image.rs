@@ -130,7 +130,7 @@ fn the_image_is_valid_oci_and_its_root_filesystem_alone_answers_arp() {
     // goes with it), answers ARP for a client in the test namespace.
     std::fs::create_dir_all(rootfs.join("sys/fs/bpf")).expect("mount point");
     let pair = Pair::new().expect("topology");
-    let mut agent = pair
+    let agent = pair
         .node
         .command("unshare")
         .args(["--mount", "--propagation", "private", "chroot"])
