@@ -339,3 +339,27 @@ fn inspect_shows_each_vip_its_link_mac_expiry_conflicts_and_verdicts() {
     );
     drop(agent);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    require_privileges();
+    let pair = Pair::new().expect("topology");
+    let mut agent = start(&pair, &["--log-format", "json", "--log-level", "debug"]);
+    assert_eq!(arping(&pair.client, VIP, 1), [pair.node_mac]);
+    assert!(agent.terminate().expect("stop").success());
+    let log = agent.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["fields"]["message"] == "answering"),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l["level"] == "DEBUG"),
+        "--log-level debug: {log}"
+    );
+}
