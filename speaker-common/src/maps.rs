@@ -13,6 +13,10 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Address conflicts seen on the wire: [`VipKey`] -> per-CPU [`Conflict`].
 pub const CONFLICTS_MAP: &str = "CONFLICTS";
 pub const CONFLICTS_MAX_ENTRIES: u32 = 4096;
+/// Per VIP on an interface: the requests for it and the answers sent,
+/// [`VipKey`] -> per-CPU [`VipStats`]. Counted by the program itself, so the
+/// figures are what happened on the wire.
+pub const VIP_STATS_MAP: &str = "VIP_STATS";
 
 /// Prefilter over VIP addresses: a bitmap of [`FILTER_BITS`] bits, as
 /// [`FILTER_WORDS`] `u64` array elements, indexed by [`filter_slot`]. A clear
@@ -44,7 +48,13 @@ pub const fn filter_slot_v4(a: &[u8; 4]) -> u16 {
 }
 
 /// The maps the agent pins, under these file names in its bpffs folder.
-pub const PINNED_MAPS: [&str; 4] = [VIPS_MAP, COUNTERS_MAP, CONFLICTS_MAP, FILTER_MAP];
+pub const PINNED_MAPS: [&str; 5] = [
+    VIPS_MAP,
+    COUNTERS_MAP,
+    CONFLICTS_MAP,
+    FILTER_MAP,
+    VIP_STATS_MAP,
+];
 
 /// Address family of a [`VipKey`].
 pub const FAMILY_IPV4: u16 = 4;
@@ -121,6 +131,17 @@ pub struct Conflict {
     /// Sender MAC of the latest one.
     pub last_mac: [u8; 6],
     pub _pad: [u8; 2],
+}
+
+/// What happened to the requests for one VIP on one interface: every ARP
+/// request or Neighbor Solicitation that got as far as finding the VIP's
+/// entry, and the ones answered (the rest were passed: expired, for
+/// another host's MAC, or from a group address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipStats {
+    pub requests: u64,
+    pub replies: u64,
 }
 
 /// Defines [`Counters`] (the per-CPU map value, one `u64` per field, so bpftool
@@ -257,5 +278,6 @@ mod pod {
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::VipEntry {}
     unsafe impl aya::Pod for super::Conflict {}
+    unsafe impl aya::Pod for super::VipStats {}
     unsafe impl aya::Pod for super::Counters {}
 }

@@ -2,7 +2,7 @@
 //! net/ipv4/arp.c (arp_rcv, arp_process) would answer for a local address.
 
 use speaker_common::{
-    maps::{Reason, VipKey, filter_slot_v4},
+    maps::{Reason, VipEntry, VipKey, filter_slot_v4},
     wire::{
         ARP_HLEN_ETHER, ARP_PLEN_IPV4, ARPHRD_ETHER, ARPHRD_IEEE802, ARPOP_REPLY, ARPOP_REQUEST,
         ArpHdr, ETH_BROADCAST, ETH_P_IP, EthHdr, ipv4,
@@ -65,9 +65,19 @@ pub fn respond(ctx: &aya_ebpf::programs::XdpContext, l2: L2) -> Verdict {
     if !maps::maybe_vip(filter_slot_v4(&arp.tpa)) {
         return Verdict::pass(Reason::PassNotVip);
     }
-    let Some(entry) = maps::vip(&VipKey::ipv4(ifindex, l2.vlan_id, arp.tpa)) else {
+    let key = VipKey::ipv4(ifindex, l2.vlan_id, arp.tpa);
+    let Some(entry) = maps::vip(&key) else {
         return Verdict::pass(Reason::PassNotVip);
     };
+    let verdict = answer(eth, arp, &entry, spa);
+    maps::count_request(&key, verdict.is_tx());
+    verdict
+}
+
+/// A request for one of our VIPs: answered unless it is for another host
+/// or the entry has expired.
+#[inline(always)]
+fn answer(eth: &mut EthHdr, arp: &mut ArpHdr, entry: &VipEntry, spa: u32) -> Verdict {
     // Linux drops PACKET_OTHERHOST frames before looking at them.
     if !mac_eq(&eth.dst, &ETH_BROADCAST) && !mac_eq(&eth.dst, &entry.mac) {
         return Verdict::pass(Reason::PassEthDst);

@@ -49,6 +49,11 @@ impl Verdict {
             reason,
         }
     }
+
+    #[inline(always)]
+    pub const fn is_tx(&self) -> bool {
+        self.action == xdp_action::XDP_TX
+    }
 }
 
 /// Where the network header starts and which VLAN the frame is on.

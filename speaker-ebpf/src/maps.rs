@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use speaker_common::maps::{
     CONFLICTS_MAX_ENTRIES, Conflict, Counters, FILTER_WORDS, Reason, VIPS_MAX_ENTRIES, VipEntry,
-    VipKey,
+    VipKey, VipStats,
 };
 
 #[btf_map]
@@ -19,6 +19,10 @@ static COUNTERS: PerCpuArray<Counters, 1> = PerCpuArray::new();
 
 #[btf_map]
 static CONFLICTS: PerCpuHashMap<VipKey, Conflict, { CONFLICTS_MAX_ENTRIES as usize }> =
+    PerCpuHashMap::new();
+
+#[btf_map]
+static VIP_STATS: PerCpuHashMap<VipKey, VipStats, { VIPS_MAX_ENTRIES as usize }> =
     PerCpuHashMap::new();
 
 #[btf_map]
@@ -82,4 +86,26 @@ pub fn record_conflict(key: &VipKey, mac: [u8; 6]) {
     // Fails only when the map is full: the global `conflict` counter still
     // counts the frame.
     let _ = CONFLICTS.insert(key, fresh, BPF_ANY.into());
+}
+
+/// Counts a request for the VIP `key`, and whether it was answered. Per
+/// CPU, so no atomics; the agent adds the CPUs up and removes the entry
+/// with the VIP.
+#[inline(always)]
+pub fn count_request(key: &VipKey, answered: bool) {
+    let replies = u64::from(answered);
+    if let Some(s) = VIP_STATS.get_ptr_mut(key) {
+        // SAFETY: pointer from a successful lookup, to this CPU's own slot.
+        unsafe {
+            (*s).requests += 1;
+            (*s).replies += replies;
+        }
+        return;
+    }
+    let fresh = VipStats {
+        requests: 1,
+        replies,
+    };
+    // Fails only when the map is full: the global counters still count it.
+    let _ = VIP_STATS.insert(key, fresh, BPF_ANY.into());
 }

@@ -9,7 +9,7 @@
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_tail, programs::XdpContext};
 use speaker_common::{
-    maps::{Reason, VipKey, filter_slot},
+    maps::{Reason, VipEntry, VipKey, filter_slot},
     wire::{
         ETH_HLEN, EthHdr, IPPROTO_ICMPV6, IPV6_HLEN, Ipv6Hdr, NA_ICMP_LEN, NA_PACKET_LEN,
         ND_HOP_LIMIT, ND_MAX_OPT_BYTES, ND_MSG_LEN, ND_NA_FLAG_OVERRIDE, ND_NA_FLAG_SOLICITED,
@@ -108,9 +108,27 @@ fn solicitation(ctx: &XdpContext, l2: L2) -> Result<Reason, Reason> {
     if !maps::maybe_vip(filter_slot(&nd.target)) {
         return Err(Reason::PassNotVip);
     }
-    let Some(entry) = maps::vip(&VipKey::ipv6(ifindex, l2.vlan_id, nd.target)) else {
+    let key = VipKey::ipv6(ifindex, l2.vlan_id, nd.target);
+    let Some(entry) = maps::vip(&key) else {
         return Err(Reason::PassNotVip);
     };
+    let result = advertise(ctx, l2, &msg, &opts, dad, eth, &entry);
+    maps::count_request(&key, result.is_ok());
+    result
+}
+
+/// A solicitation for one of our VIPs: answered in place unless it is for
+/// another host, the entry has expired, or the answer would go to a group.
+#[inline(always)]
+fn advertise(
+    ctx: &XdpContext,
+    l2: L2,
+    msg: &Msg,
+    opts: &Options,
+    dad: bool,
+    eth: &EthHdr,
+    entry: &VipEntry,
+) -> Result<Reason, Reason> {
     // Linux ignores unicast frames for other hosts; multicast is accepted.
     if !is_group(&eth.dst) && !mac_eq(&eth.dst, &entry.mac) {
         return Err(Reason::PassEthDst);
@@ -118,12 +136,13 @@ fn solicitation(ctx: &XdpContext, l2: L2) -> Result<Reason, Reason> {
     if !entry.is_live(maps::now_ns()) {
         return Err(Reason::PassExpired);
     }
-    let answer = Answer::new(&msg, &opts, dad, &eth.src, &entry.mac);
+    let answer = Answer::new(msg, opts, dad, &eth.src, &entry.mac);
     // To the solicitor's link-layer address: never to a group (DAD's
     // all-nodes reply aside), which would flood the LAN with replies.
     if !dad && is_group(&answer.eth_dst) {
         return Err(Reason::PassBadSender);
     }
+    // `eth` points into the frame: not used past the resize.
     resize(ctx, l2)?;
     write_advert(ctx, l2, &answer);
     Ok(if dad {

@@ -58,6 +58,19 @@ pub struct Answerer {
     conflicts_seen: HashMap<VipKey, u64>,
     /// When each VIP was last defended.
     defended: HashMap<IpAddr, Instant>,
+    /// Announcement rounds sent per VIP (each link's counts).
+    announced: BTreeMap<IpAddr, u64>,
+}
+
+/// What was asked of and sent for one answered VIP, all its links added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VipFigures {
+    /// ARP requests / Neighbor Solicitations for it (from the data plane).
+    pub requests: u64,
+    /// Of those, answered (from the data plane).
+    pub replies: u64,
+    /// Gratuitous ARP / unsolicited NA rounds sent.
+    pub announcements: u64,
 }
 
 /// At most one defence of a VIP per this: a host claiming it again and
@@ -84,6 +97,7 @@ impl Answerer {
             announcer: Announcer::new(burst),
             conflicts_seen: HashMap::new(),
             defended: HashMap::new(),
+            announced: BTreeMap::new(),
         }
     }
 
@@ -192,6 +206,7 @@ impl Answerer {
             return;
         };
         self.defended.remove(&vip);
+        self.announced.remove(&vip);
         for link in &a.links {
             if let Err(e) = self.dp.remove_vip(&link.key(vip)) {
                 warn!(%vip, %link, error = %error_chain(&e), "cannot remove VIP");
@@ -246,7 +261,10 @@ impl Answerer {
                 continue;
             };
             match announce::send(socket, &link, vip) {
-                Ok(()) => debug!("announced"),
+                Ok(()) => {
+                    debug!("announced");
+                    *self.announced.entry(vip).or_default() += 1;
+                }
                 Err(e) => warn!(error = %e, "cannot send announcement"),
             }
         }
@@ -317,6 +335,24 @@ impl Answerer {
                 frames,
             })
         })
+    }
+
+    /// Per answered VIP: requests and replies as the data plane counted
+    /// them, and the announcements sent.
+    pub fn figures(&self) -> Result<BTreeMap<IpAddr, VipFigures>, DataplaneError> {
+        let stats: HashMap<VipKey, _> = self.dp.vip_stats()?.into_iter().collect();
+        let mut out = BTreeMap::new();
+        for (vip, a) in &self.vips {
+            let f: &mut VipFigures = out.entry(*vip).or_default();
+            f.announcements = self.announced.get(vip).copied().unwrap_or(0);
+            for link in &a.links {
+                if let Some(s) = stats.get(&link.key(*vip)) {
+                    f.requests += s.requests;
+                    f.replies += s.replies;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The data plane's verdict counters, summed over CPUs.

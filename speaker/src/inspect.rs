@@ -4,6 +4,7 @@
 //! and the verdict counters. A table, or `--json`.
 
 use std::{
+    collections::HashMap,
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
@@ -11,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
-use speaker_common::maps::{Conflict, Counters, FAMILY_IPV4, Reason, VipEntry, VipKey};
+use speaker_common::maps::{Conflict, Counters, FAMILY_IPV4, Reason, VipEntry, VipKey, VipStats};
 
 use crate::dataplane::{Pinned, now_ns};
 
@@ -24,6 +25,9 @@ struct Row {
     mac: String,
     /// `None`: never expires; negative: expired that long ago.
     expires_in_ms: Option<i64>,
+    /// Requests for it that reached its entry, and the ones answered.
+    requests: u64,
+    replies: u64,
     conflicts: u64,
     claimant: Option<String>,
     claimed_ago_ms: Option<u64>,
@@ -38,12 +42,24 @@ pub fn report(dir: &Path, as_json: bool) -> Result<String> {
         )
     })?;
     let now = now_ns();
-    let conflicts = maps.conflicts().context("cannot read the conflicts")?;
+    let conflicts: HashMap<VipKey, Conflict> = maps
+        .conflicts()
+        .context("cannot read the conflicts")?
+        .into_iter()
+        .collect();
+    let stats: HashMap<VipKey, VipStats> = maps
+        .vip_stats()
+        .context("cannot read the request counts")?
+        .into_iter()
+        .collect();
     let mut rows: Vec<Row> = maps
         .vips()
         .context("cannot read the VIPs")?
         .iter()
-        .map(|(key, entry)| row(key, entry, conflicts.iter().find(|(k, _)| k == key), now))
+        .map(|(key, entry)| {
+            let s = stats.get(key).copied().unwrap_or_default();
+            row(key, entry, conflicts.get(key), s, now)
+        })
         .collect();
     rows.sort_by(|a, b| (a.vip, &a.link).cmp(&(b.vip, &b.link)));
     let counters = maps.counters().context("cannot read the counters")?;
@@ -54,7 +70,13 @@ pub fn report(dir: &Path, as_json: bool) -> Result<String> {
     })
 }
 
-fn row(key: &VipKey, entry: &VipEntry, conflict: Option<&(VipKey, Conflict)>, now: u64) -> Row {
+fn row(
+    key: &VipKey,
+    entry: &VipEntry,
+    conflict: Option<&Conflict>,
+    stats: VipStats,
+    now: u64,
+) -> Row {
     let vip = if key.family == FAMILY_IPV4 {
         let [a, b, c, d, ..] = key.addr;
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
@@ -69,7 +91,7 @@ fn row(key: &VipKey, entry: &VipEntry, conflict: Option<&(VipKey, Conflict)>, no
     let expires_in_ms = (entry.expires_ns != VipEntry::NEVER)
         .then(|| (entry.expires_ns as i128 - now as i128) / 1_000_000)
         .map(|ms| ms.clamp(i64::MIN.into(), i64::MAX.into()) as i64);
-    let seen = conflict.map(|(_, c)| c).filter(|c| c.count > 0);
+    let seen = conflict.filter(|c| c.count > 0);
     Row {
         vip,
         link,
@@ -77,6 +99,8 @@ fn row(key: &VipKey, entry: &VipEntry, conflict: Option<&(VipKey, Conflict)>, no
         vlan: key.vlan_id,
         mac: mac(&entry.mac),
         expires_in_ms,
+        requests: stats.requests,
+        replies: stats.replies,
         conflicts: seen.map_or(0, |c| c.count),
         claimant: seen.map(|c| mac(&c.last_mac)),
         claimed_ago_ms: seen.map(|c| now.saturating_sub(c.last_seen_ns) / 1_000_000),
@@ -114,10 +138,12 @@ fn table(rows: &[Row], counters: &Counters) -> String {
         "LINK",
         "MAC",
         "EXPIRES IN",
+        "REQUESTS",
+        "ANSWERED",
         "CONFLICTS",
         "LAST CLAIMANT",
     ];
-    let cells: Vec<[String; 6]> = rows
+    let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
             let claimant = match (&r.claimant, r.claimed_ago_ms) {
@@ -129,6 +155,8 @@ fn table(rows: &[Row], counters: &Counters) -> String {
                 r.link.clone(),
                 r.mac.clone(),
                 expiry(r.expires_in_ms),
+                r.requests.to_string(),
+                r.replies.to_string(),
                 r.conflicts.to_string(),
                 claimant,
             ]
@@ -180,6 +208,8 @@ fn json_report(rows: &[Row], counters: &Counters) -> String {
                 "mac": r.mac,
                 "expires_in_ms": r.expires_in_ms,
                 "live": r.expires_in_ms.is_none_or(|ms| ms > 0),
+                "requests": r.requests,
+                "answered": r.replies,
                 "conflicts": r.conflicts,
                 "last_claimant": r.claimant,
                 "last_claim_ago_ms": r.claimed_ago_ms,

@@ -26,6 +26,9 @@ pub struct Outcome {
     pub frame: Vec<u8>,
     /// A conflict the program must record: the VIP and the foreign MAC.
     pub conflict: Option<(VipKey, [u8; 6])>,
+    /// A request for this VIP that found its entry: counted in VIP_STATS,
+    /// as answered when the action is Tx.
+    pub asked: Option<VipKey>,
 }
 
 /// The map state the program consults.
@@ -60,6 +63,7 @@ pub fn respond(frame: &[u8], ifindex: u32, now_ns: u64, vips: &impl Vips) -> Out
         reason,
         frame: frame.to_vec(),
         conflict: None,
+        asked: None,
     };
     if frame.len() < 14 {
         return pass(Reason::EthTruncated);
@@ -115,7 +119,25 @@ fn conflict(at: &At, key: VipKey, mac: [u8; 6]) -> Step {
         reason: Reason::Conflict,
         frame: at.frame.to_vec(),
         conflict: Some((key, mac)),
+        asked: None,
     })
+}
+
+/// The outcome of a request that found the entry of VIP `key`: counted for
+/// that VIP whether answered or passed.
+fn asked(at: &At, key: VipKey, step: Step) -> Step {
+    let mut out = match step {
+        Ok(out) => out,
+        Err(reason) => Outcome {
+            action: Action::Pass,
+            reason,
+            frame: at.frame.to_vec(),
+            conflict: None,
+            asked: None,
+        },
+    };
+    out.asked = Some(key);
+    Ok(out)
 }
 
 /// RFC 826 ARP for Ethernet/IPv4, as net/ipv4/arp.c answers it.
@@ -166,37 +188,43 @@ fn arp(at: &At, vips: &impl Vips) -> Step {
     if multicast(tpa) || tpa == u32::MAX || loopback(tpa) {
         return Err(Reason::PassBadTarget);
     }
-    let entry = vips
-        .get(&VipKey::ipv4(at.ifindex, at.vlan, tpa_bytes))
-        .ok_or(Reason::PassNotVip)?;
-    let eth_dst: [u8; 6] = bytes_at(f, 0);
-    if eth_dst != [0xff; 6] && eth_dst != entry.mac {
-        return Err(Reason::PassEthDst);
-    }
-    if !entry.is_live(at.now_ns) {
-        return Err(Reason::PassExpired);
-    }
-    // The reply arp_send(ARPOP_REPLY, ...) would build, written over the
-    // request; a VLAN tag and bytes past the ARP body stay as they came.
-    let mut out = f.to_vec();
-    out[0..6].copy_from_slice(&sha);
-    out[6..12].copy_from_slice(&entry.mac);
-    out[o..o + 2].copy_from_slice(&1u16.to_be_bytes());
-    out[o + 6..o + 8].copy_from_slice(&2u16.to_be_bytes());
-    out[o + 8..o + 14].copy_from_slice(&entry.mac);
-    out[o + 14..o + 18].copy_from_slice(&tpa_bytes);
-    out[o + 18..o + 24].copy_from_slice(&sha);
-    out[o + 24..o + 28].copy_from_slice(&spa_bytes);
-    Ok(Outcome {
-        action: Action::Tx,
-        reason: if spa == 0 {
-            Reason::ArpProbeReply
-        } else {
-            Reason::ArpReply
-        },
-        frame: out,
-        conflict: None,
-    })
+    let key = VipKey::ipv4(at.ifindex, at.vlan, tpa_bytes);
+    let entry = vips.get(&key).ok_or(Reason::PassNotVip)?;
+    asked(
+        at,
+        key,
+        (|| {
+            let eth_dst: [u8; 6] = bytes_at(f, 0);
+            if eth_dst != [0xff; 6] && eth_dst != entry.mac {
+                return Err(Reason::PassEthDst);
+            }
+            if !entry.is_live(at.now_ns) {
+                return Err(Reason::PassExpired);
+            }
+            // The reply arp_send(ARPOP_REPLY, ...) would build, written over the
+            // request; a VLAN tag and bytes past the ARP body stay as they came.
+            let mut out = f.to_vec();
+            out[0..6].copy_from_slice(&sha);
+            out[6..12].copy_from_slice(&entry.mac);
+            out[o..o + 2].copy_from_slice(&1u16.to_be_bytes());
+            out[o + 6..o + 8].copy_from_slice(&2u16.to_be_bytes());
+            out[o + 8..o + 14].copy_from_slice(&entry.mac);
+            out[o + 14..o + 18].copy_from_slice(&tpa_bytes);
+            out[o + 18..o + 24].copy_from_slice(&sha);
+            out[o + 24..o + 28].copy_from_slice(&spa_bytes);
+            Ok(Outcome {
+                action: Action::Tx,
+                reason: if spa == 0 {
+                    Reason::ArpProbeReply
+                } else {
+                    Reason::ArpReply
+                },
+                frame: out,
+                conflict: None,
+                asked: None,
+            })
+        })(),
+    )
 }
 
 const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
@@ -294,53 +322,59 @@ fn ndp(at: &At, vips: &impl Vips) -> Step {
     if !dad && dst != target && dst != group && dst != ALL_NODES {
         return Err(Reason::NdpBadDestination);
     }
-    let entry = vips
-        .get(&VipKey::ipv6(at.ifindex, at.vlan, target))
-        .ok_or(Reason::PassNotVip)?;
-    let eth_dst: [u8; 6] = bytes_at(f, 0);
-    if eth_dst[0] & 1 == 0 && eth_dst != entry.mac {
-        return Err(Reason::PassEthDst);
-    }
-    if !entry.is_live(at.now_ns) {
-        return Err(Reason::PassExpired);
-    }
-    // Never a reply to a group link-layer address (DAD's all-nodes aside).
-    if !dad && slla.unwrap_or(eth_src)[0] & 1 != 0 {
-        return Err(Reason::PassBadSender);
-    }
+    let key = VipKey::ipv6(at.ifindex, at.vlan, target);
+    let entry = vips.get(&key).ok_or(Reason::PassNotVip)?;
+    asked(
+        at,
+        key,
+        (|| {
+            let eth_dst: [u8; 6] = bytes_at(f, 0);
+            if eth_dst[0] & 1 == 0 && eth_dst != entry.mac {
+                return Err(Reason::PassEthDst);
+            }
+            if !entry.is_live(at.now_ns) {
+                return Err(Reason::PassExpired);
+            }
+            // Never a reply to a group link-layer address (DAD's all-nodes aside).
+            if !dad && slla.unwrap_or(eth_src)[0] & 1 != 0 {
+                return Err(Reason::PassBadSender);
+            }
 
-    // ndisc_send_na for a local address: from the target; to the solicitor,
-    // Solicited and Override set; for DAD to all nodes, Override only.
-    let (eth_to, ip_to, flags) = if dad {
-        ([0x33, 0x33, 0, 0, 0, 1], ALL_NODES, 0x20)
-    } else {
-        (slla.unwrap_or(eth_src), src, 0x60)
-    };
-    let mut na = vec![136, 0, 0, 0, flags, 0, 0, 0];
-    na.extend_from_slice(&target);
-    na.extend_from_slice(&[2, 1]);
-    na.extend_from_slice(&entry.mac);
-    let csum = icmpv6_checksum(&target, &ip_to, &na);
-    na[2..4].copy_from_slice(&csum.to_be_bytes());
-    let mut out = f[..o].to_vec();
-    out[0..6].copy_from_slice(&eth_to);
-    out[6..12].copy_from_slice(&entry.mac);
-    out.extend_from_slice(&[0x60, 0, 0, 0]);
-    out.extend_from_slice(&(na.len() as u16).to_be_bytes());
-    out.extend_from_slice(&[58, 255]);
-    out.extend_from_slice(&target);
-    out.extend_from_slice(&ip_to);
-    out.extend_from_slice(&na);
-    Ok(Outcome {
-        action: Action::Tx,
-        reason: if dad {
-            Reason::NdpDadReply
-        } else {
-            Reason::NdpReply
-        },
-        frame: out,
-        conflict: None,
-    })
+            // ndisc_send_na for a local address: from the target; to the solicitor,
+            // Solicited and Override set; for DAD to all nodes, Override only.
+            let (eth_to, ip_to, flags) = if dad {
+                ([0x33, 0x33, 0, 0, 0, 1], ALL_NODES, 0x20)
+            } else {
+                (slla.unwrap_or(eth_src), src, 0x60)
+            };
+            let mut na = vec![136, 0, 0, 0, flags, 0, 0, 0];
+            na.extend_from_slice(&target);
+            na.extend_from_slice(&[2, 1]);
+            na.extend_from_slice(&entry.mac);
+            let csum = icmpv6_checksum(&target, &ip_to, &na);
+            na[2..4].copy_from_slice(&csum.to_be_bytes());
+            let mut out = f[..o].to_vec();
+            out[0..6].copy_from_slice(&eth_to);
+            out[6..12].copy_from_slice(&entry.mac);
+            out.extend_from_slice(&[0x60, 0, 0, 0]);
+            out.extend_from_slice(&(na.len() as u16).to_be_bytes());
+            out.extend_from_slice(&[58, 255]);
+            out.extend_from_slice(&target);
+            out.extend_from_slice(&ip_to);
+            out.extend_from_slice(&na);
+            Ok(Outcome {
+                action: Action::Tx,
+                reason: if dad {
+                    Reason::NdpDadReply
+                } else {
+                    Reason::NdpReply
+                },
+                frame: out,
+                conflict: None,
+                asked: None,
+            })
+        })(),
+    )
 }
 
 #[cfg(test)]

@@ -393,6 +393,21 @@ fn the_controller_gives_the_story_service_an_address_the_agents_announce_until_i
         s.metrics(&owner).lines().any(|l| l == line)
     });
     assert!(shown.is_some(), "{line} not in\n{}", s.metrics(&owner));
+    // The client's ARP for it, counted and answered by the data plane; the
+    // takeover's gratuitous rounds (a metric refreshed each second).
+    let value = |name: &str| {
+        let prefix = format!("{name}{{ip=\"{vip}\"}} ");
+        s.metrics(&owner)
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let counted = wait_for(Duration::from_secs(3), || {
+        value("metallb_layer2_requests_received") >= 1.0
+            && value("metallb_layer2_responses_sent") >= 1.0
+            && value("metallb_layer2_gratuitous_sent") >= 1.0
+    });
+    assert!(counted.is_some(), "{}", s.metrics(&owner));
 
     s.delete_service(0).expect("delete");
     let released = wait_for(Duration::from_secs(10), || {

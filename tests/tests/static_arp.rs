@@ -308,6 +308,9 @@ fn inspect_shows_each_vip_its_link_mac_expiry_conflicts_and_verdicts() {
     assert_eq!(vip["live"], true);
     let left = vip["expires_in_ms"].as_i64().unwrap_or(0);
     assert!(0 < left && left <= 3000, "{report}");
+    // The arping above, counted by the data plane.
+    assert!(vip["requests"].as_u64() >= Some(1), "{report}");
+    assert!(vip["answered"].as_u64() >= Some(1), "{report}");
     assert_eq!(vip["last_claimant"], mac(pair.client_mac));
     assert!(
         report["verdicts"]["arp_reply"].as_u64() >= Some(1),

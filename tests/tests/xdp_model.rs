@@ -106,6 +106,15 @@ impl Harness {
             .collect()
     }
 
+    fn stats(&self) -> HashMap<VipKey, (u64, u64)> {
+        self.dp
+            .vip_stats()
+            .expect("read VIP stats")
+            .into_iter()
+            .map(|(k, s)| (k, (s.requests, s.replies)))
+            .collect()
+    }
+
     /// Runs one frame through program and model; panics with `name` and the
     /// frame on any difference. Returns the model's outcome.
     fn check(&mut self, name: &str, frame: &[u8], ifindex: u32) -> model::Outcome {
@@ -113,6 +122,7 @@ impl Harness {
         let prog = self.dp.program().expect("program");
         let counters_before = self.dp.counters().expect("counters");
         let conflicts_before = self.conflicts();
+        let stats_before = self.stats();
         let run = test_run(prog, frame, ifindex, 1);
         let ctx = || format!("case {name:?}, frame {}", hex(frame));
         if frame.len() < 14 {
@@ -151,6 +161,14 @@ impl Harness {
             }
             None => assert_eq!(conflicts_before, conflicts_after, "{}: conflicts", ctx()),
         }
+        // The VIP a request was for counts it, and its answer.
+        let mut stats_want = stats_before;
+        if let Some(key) = want.asked {
+            let s = stats_want.entry(key).or_default();
+            s.0 += 1;
+            s.1 += u64::from(want.action == Action::Tx);
+        }
+        assert_eq!(self.stats(), stats_want, "{}: VIP request counts", ctx());
         self.checked += 1;
         want
     }

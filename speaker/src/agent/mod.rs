@@ -362,6 +362,7 @@ impl Agent {
         };
         self.defend_claimed();
         let counters = self.answer.counters().ok();
+        let figures = self.answer.figures().unwrap_or_default();
         let owned = self.answer.answered().count() as u64;
         let announced: Vec<(String, IpAddr)> = self
             .answer
@@ -374,6 +375,7 @@ impl Agent {
         let consistent = consistent && !self.local.any_failed();
         metrics::update(&self.metrics, |m| {
             m.announced = announced;
+            m.vips = figures;
             m.repairs += drift;
             m.consistent = consistent;
             m.xdp = counters;

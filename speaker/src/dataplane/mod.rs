@@ -19,7 +19,7 @@ pub use diff::MapDiff;
 pub use objects::SPEAKER_XDP;
 use speaker_common::maps::{
     CONFLICTS_MAP, COUNTERS_MAP, Conflict, Counters, FILTER_MAP, FILTER_WORDS, PINNED_MAPS,
-    VIPS_MAP, VipEntry, VipKey, XDP_PROGRAM, filter_slot,
+    VIP_STATS_MAP, VIPS_MAP, VipEntry, VipKey, VipStats, XDP_PROGRAM, filter_slot,
 };
 use thiserror::Error;
 use tracing::{info, warn};
@@ -87,6 +87,7 @@ pub struct Dataplane {
     vips: HashMap<MapData, VipKey, VipEntry>,
     counters: PerCpuArray<MapData, Counters>,
     conflicts: PerCpuHashMap<MapData, VipKey, Conflict>,
+    stats: PerCpuHashMap<MapData, VipKey, VipStats>,
     filter: Filter,
     links: StdHashMap<u32, XdpLinkId>,
     pins: Pins,
@@ -123,12 +124,14 @@ impl Dataplane {
         let vips = take_map(&mut ebpf, VIPS_MAP, &mut pins)?;
         let counters = take_map(&mut ebpf, COUNTERS_MAP, &mut pins)?;
         let conflicts = take_map(&mut ebpf, CONFLICTS_MAP, &mut pins)?;
+        let stats = take_map(&mut ebpf, VIP_STATS_MAP, &mut pins)?;
         let filter = Filter::new(take_map(&mut ebpf, FILTER_MAP, &mut pins)?);
         Ok(Self {
             ebpf,
             vips,
             counters,
             conflicts,
+            stats,
             filter,
             links: StdHashMap::new(),
             pins,
@@ -221,18 +224,15 @@ impl Dataplane {
             })
     }
 
-    /// Removes a VIP entry (absent is fine); its filter bit is cleared after.
+    /// Removes a VIP entry (absent is fine), and its request counts; its
+    /// filter bit is cleared after.
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
-        match self.vips.remove(key) {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(source) => {
-                return Err(DataplaneError::Map {
-                    map: VIPS_MAP,
-                    source,
-                });
-            }
-        }
+        let gone = |map, result: Result<(), aya::maps::MapError>| match result {
+            Err(e) if !is_not_found(&e) => Err(DataplaneError::Map { map, source: e }),
+            _ => Ok(()),
+        };
+        gone(VIPS_MAP, self.vips.remove(key))?;
+        gone(VIP_STATS_MAP, self.stats.remove(key))?;
         self.filter.remove(key)
     }
 
@@ -261,6 +261,11 @@ impl Dataplane {
     pub fn conflicts(&self) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
         read_conflicts(&self.conflicts)
     }
+
+    /// Requests and answers per VIP, summed over CPUs.
+    pub fn vip_stats(&self) -> Result<Vec<(VipKey, VipStats)>, DataplaneError> {
+        read_stats(&self.stats)
+    }
 }
 
 /// The maps a running agent pinned, opened from their pins to be read
@@ -269,6 +274,7 @@ pub struct Pinned {
     vips: HashMap<MapData, VipKey, VipEntry>,
     counters: PerCpuArray<MapData, Counters>,
     conflicts: PerCpuHashMap<MapData, VipKey, Conflict>,
+    stats: PerCpuHashMap<MapData, VipKey, VipStats>,
 }
 
 impl Pinned {
@@ -287,6 +293,7 @@ impl Pinned {
             vips: open(dir, VIPS_MAP)?,
             counters: open(dir, COUNTERS_MAP)?,
             conflicts: open(dir, CONFLICTS_MAP)?,
+            stats: open(dir, VIP_STATS_MAP)?,
         })
     }
 
@@ -301,6 +308,29 @@ impl Pinned {
     pub fn conflicts(&self) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
         read_conflicts(&self.conflicts)
     }
+
+    pub fn vip_stats(&self) -> Result<Vec<(VipKey, VipStats)>, DataplaneError> {
+        read_stats(&self.stats)
+    }
+}
+
+fn read_stats(
+    map: &PerCpuHashMap<MapData, VipKey, VipStats>,
+) -> Result<Vec<(VipKey, VipStats)>, DataplaneError> {
+    let mut out = Vec::new();
+    for item in map.iter() {
+        let (key, per_cpu) = item.map_err(|source| DataplaneError::Map {
+            map: VIP_STATS_MAP,
+            source,
+        })?;
+        let mut sum = VipStats::default();
+        for s in per_cpu.iter() {
+            sum.requests += s.requests;
+            sum.replies += s.replies;
+        }
+        out.push((key, sum));
+    }
+    Ok(out)
 }
 
 fn read_vips(

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub node: String,
     /// Each (Service `ns/name`, VIP) this node announces.
     pub announced: Vec<(String, std::net::IpAddr)>,
+    /// Per VIP answered: requests, replies, announcements.
+    pub vips: BTreeMap<std::net::IpAddr, crate::answer::VipFigures>,
     pub xdp: Option<Counters>,
     /// Frames from other hosts claiming a VIP we answer for, per VIP, as
     /// the XDP program counted them.
@@ -222,6 +224,30 @@ impl Page for Metrics {
             self.conflicts
                 .iter()
                 .map(|(ip, n)| (vec![("ip", ip.to_string())], *n)),
+        );
+        // MetalLB's names for these counters, exactly: the OpenMetrics
+        // encoder would add `_total` to a counter, and MetalLB's dashboards
+        // query the bare names, so they are exposed as gauges holding the
+        // running count (rate() works on them as on counters).
+        let per_vip = |f: fn(&crate::answer::VipFigures) -> u64| {
+            self.vips
+                .iter()
+                .map(move |(ip, v)| (vec![("ip", ip.to_string())], f(v) as f64))
+        };
+        e.gauges(
+            "metallb_layer2_requests_received",
+            "ARP requests and Neighbor Solicitations for the VIP, counted by the XDP program.",
+            per_vip(|v| v.requests),
+        );
+        e.gauges(
+            "metallb_layer2_responses_sent",
+            "Of those, answered by the XDP program.",
+            per_vip(|v| v.replies),
+        );
+        e.gauges(
+            "metallb_layer2_gratuitous_sent",
+            "Gratuitous ARP / unsolicited Neighbor Advertisement rounds sent for the VIP.",
+            per_vip(|v| v.announcements),
         );
         e.gauge(
             "speaker_vips_owned",
