@@ -120,8 +120,8 @@ pub fn run(md: &mut String) -> Result<()> {
         Case { id: "b", label: "IPv4/TCP frame, passed", prog: responder, frame: tcp_frame(false), action: 2 },
         Case { id: "b6", label: "IPv6/TCP frame, passed", prog: responder, frame: tcp_frame(true), action: 2 },
         Case { id: "b'", label: "ARP for another address: prefilter only", prog: responder, frame: other, action: 2 },
-        Case { id: "e", label: "ARP for a VIP, wrong Ethernet destination: + hash lookup", prog: responder, frame: wrong_dst.bytes(), action: 2 },
-        Case { id: "f", label: "ARP for an expired VIP: + hash lookup + clock read", prog: expired, frame: vip_request.bytes(), action: 2 },
+        Case { id: "e", label: "ARP for a VIP, wrong Ethernet destination: + hash lookup and count", prog: responder, frame: wrong_dst.bytes(), action: 2 },
+        Case { id: "f", label: "ARP for an expired VIP: + hash lookup and count + clock read", prog: expired, frame: vip_request.bytes(), action: 2 },
         Case { id: "h", label: "NS for an expired VIP: validation, checksum, lookup, clock", prog: expired, frame: solicit, action: 2 },
         Case { id: "c", label: "baseline: swap MACs, XDP_TX", prog: swap, frame: vip_request.bytes(), action: 3 },
         Case { id: "d", label: "empty program, XDP_PASS", prog: pass, frame: vip_request.bytes(), action: 2 },
@@ -221,7 +221,7 @@ pub fn run(md: &mut String) -> Result<()> {
     )?;
     writeln!(
         md,
-        "Why: (c) does no more than the harness's empty program (d). Answering needs one exact lookup in the VIP hash map (e - b') and one read of the monotonic clock for the dead-man's switch (f - e); on this machine those alone are several times (c). Both are kept on purpose: the kernel hash map is what lets the agent replace an entry atomically under RCU while frames are being answered, and the clock read is what stops a node that lost its lease. An NS adds its validation and the ICMPv6 checksum over the message (h - f), and the advertisement's own checksum. Everything else is cheap: non-ARP traffic (b, b6) and ARP for other addresses (b') cost little more than (d), because a bitmap prefilter (an inlined array lookup) spares the hash lookups for addresses that are certainly not VIPs.\n"
+        "Why: (c) does no more than the harness's empty program (d). Answering needs one exact lookup in the VIP hash map and one in the per-CPU per-VIP counts that MetalLB's per-IP metrics come from (e - b'), and one read of the boot-time clock for the dead-man's switch (f - e); on this machine those alone are several times (c). All are kept on purpose: the kernel hash map is what lets the agent replace an entry atomically under RCU while frames are being answered, the counts are what users judge the answers by, and the clock read is what stops a node that lost its lease. An NS adds its validation and the ICMPv6 checksum over the message (h - f), and the advertisement's own checksum. Everything else is cheap: non-ARP traffic (b, b6) and ARP for other addresses (b') cost little more than (d), because a bitmap prefilter (an inlined array lookup) spares the hash lookups for addresses that are certainly not VIPs.\n"
     )?;
     writeln!(md, "## Native against generic attachment, on the wire\n")?;
     writeln!(
