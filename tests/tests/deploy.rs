@@ -212,3 +212,65 @@ fn the_kustomize_tree_renders_the_standalone_install_and_the_agent_alone() {
         "alongside MetalLB: the agent only, {alongside:?}"
     );
 }
+
+/// The metric names a page exposes (counters with their `_total`).
+fn exposed(page: &str) -> BTreeSet<String> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (name, kind) = (words.next()?, words.next()?);
+            Some(match kind {
+                "counter" => format!("{name}_total"),
+                _ => name.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_we_export() {
+    use speaker::{
+        allocation::{FamilyCount, PoolCount},
+        metrics::{ControllerMetrics, Metrics, Page},
+    };
+    // A label set in every family: empty families print nothing.
+    let ip: std::net::IpAddr = "198.18.0.10".parse().expect("ip");
+    let agent = Metrics {
+        xdp: Some(Default::default()),
+        announced: vec![("default/web".into(), ip)],
+        vips: [(ip, Default::default())].into(),
+        conflicts: [(ip, 1)].into(),
+        ..Metrics::default()
+    };
+    let controller = ControllerMetrics {
+        pools: vec![PoolCount {
+            pool: "main".into(),
+            ipv4: FamilyCount::default(),
+            ipv6: FamilyCount::default(),
+        }],
+        refusals: [("pool_exhausted", 1)].into(),
+        ..ControllerMetrics::default()
+    };
+    let mut names = exposed(&agent.render());
+    names.extend(exposed(&controller.render()));
+    let path = deploy_dir().join("grafana/speaker.json");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            // PromQL words that name a metric: our prefixes.
+            let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            for word in words.filter(|w| w.starts_with("speaker_") || w.starts_with("metallb_")) {
+                assert!(
+                    names.contains(word),
+                    "panel {:?} queries {word}, which nothing exports; exported: {names:?}",
+                    panel["title"]
+                );
+            }
+        }
+    }
+}
