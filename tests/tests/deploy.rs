@@ -213,7 +213,8 @@ fn the_kustomize_tree_renders_the_standalone_install_and_the_agent_alone() {
     );
 }
 
-/// The metric names a page exposes (counters with their `_total`).
+/// The metric names a page exposes (counters with their `_total`,
+/// histograms with their series).
 fn exposed(page: &str) -> BTreeSet<String> {
     page.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -221,10 +222,14 @@ fn exposed(page: &str) -> BTreeSet<String> {
             let mut words = l.split_whitespace();
             let (name, kind) = (words.next()?, words.next()?);
             Some(match kind {
-                "counter" => format!("{name}_total"),
-                _ => name.to_string(),
+                "counter" => vec![format!("{name}_total")],
+                "histogram" => ["_bucket", "_sum", "_count"]
+                    .map(|suffix| format!("{name}{suffix}"))
+                    .to_vec(),
+                _ => vec![name.to_string()],
             })
         })
+        .flatten()
         .collect()
 }
 

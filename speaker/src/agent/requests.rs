@@ -74,6 +74,7 @@ impl Requests {
         let (leases, events, metrics, limit) = self.handles();
         let superseded = self.superseded.clone();
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let ok = match timeout(limit, leases.renew()).await {
                 Ok(Ok(())) => true,
                 Ok(Err(e @ LeaseError::Duplicate { .. })) => {
@@ -89,9 +90,13 @@ impl Requests {
                     false
                 }
             };
-            metrics::update(&metrics, |m| match ok {
-                true => m.renewals_ok += 1,
-                false => m.renewals_failed += 1,
+            let took = started.elapsed();
+            metrics::update(&metrics, |m| {
+                match ok {
+                    true => m.renewals_ok += 1,
+                    false => m.renewals_failed += 1,
+                }
+                m.renewal_seconds.observe(took.as_secs_f64());
             });
             let _ = events.send(Event::RenewDone { sent_at, ok });
         });

@@ -13,7 +13,12 @@ use std::{collections::BTreeMap, sync::Mutex, sync::atomic::AtomicU64};
 
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 use speaker_common::maps::{Counters, Reason};
@@ -65,6 +70,22 @@ impl Exposition {
     }
 }
 
+/// A latency histogram in seconds, 1 ms to about 4 s.
+#[derive(Debug, Clone)]
+pub struct Latency(Histogram);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self(Histogram::new(exponential_buckets(0.001, 2.0, 13)))
+    }
+}
+
+impl Latency {
+    pub fn observe(&self, seconds: f64) {
+        self.0.observe(seconds);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub node: String,
@@ -80,6 +101,8 @@ pub struct Metrics {
     pub takeovers: u64,
     pub renewals_ok: u64,
     pub renewals_failed: u64,
+    /// How long each node-lease renewal took, answered or not.
+    pub renewal_seconds: Latency,
     pub record_writes_ok: u64,
     pub record_conflicts: u64,
     pub record_writes_failed: u64,
@@ -249,6 +272,11 @@ impl Page for Metrics {
             "Gratuitous ARP / unsolicited Neighbor Advertisement rounds sent for the VIP.",
             per_vip(|v| v.announcements),
         );
+        e.0.register(
+            "speaker_lease_renewal_seconds",
+            "How long node-lease renewals took (failed ones up to the request timeout).",
+            self.renewal_seconds.0.clone(),
+        );
         e.gauge(
             "speaker_vips_owned",
             "VIPs this node answers for.",
@@ -318,6 +346,16 @@ mod tests {
         };
         let text = page.render();
         assert!(text.contains("speaker_takeovers_total 4\n"), "{text}");
+        page.renewal_seconds.observe(0.003);
+        let text = page.render();
+        assert!(
+            text.contains("speaker_lease_renewal_seconds_bucket{le=\"0.004\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("speaker_lease_renewal_seconds_count 1\n"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "metallb_speaker_announced{ip=\"198.18.0.10\",node=\"front-1\",\
