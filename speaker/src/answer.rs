@@ -303,7 +303,7 @@ impl Answerer {
                 want.insert(link.key(vip), entry(link, expires));
             }
         }
-        let diff = MapDiff::between(&want, self.dp.vips()?);
+        let diff = MapDiff::between(&want, self.dp.maps().vips()?);
         self.dp.apply(&diff)?;
         Ok(diff.len())
     }
@@ -311,7 +311,7 @@ impl Answerer {
     /// Claims on our VIPs by other hosts since the last call.
     pub fn new_conflicts(&mut self) -> Result<Vec<ConflictSeen>, DataplaneError> {
         let mut out = Vec::new();
-        for (key, c) in self.dp.conflicts()? {
+        for (key, c) in self.dp.maps().conflicts()? {
             let before = self.conflicts_seen.insert(key, c.count).unwrap_or(0);
             if c.count <= before {
                 continue;
@@ -340,7 +340,7 @@ impl Answerer {
     /// Per answered VIP: requests and replies as the data plane counted
     /// them, and the announcements sent.
     pub fn figures(&self) -> Result<BTreeMap<IpAddr, VipFigures>, DataplaneError> {
-        let stats: HashMap<VipKey, _> = self.dp.vip_stats()?.into_iter().collect();
+        let stats: HashMap<VipKey, _> = self.dp.maps().vip_stats()?.into_iter().collect();
         let mut out = BTreeMap::new();
         for (vip, a) in &self.vips {
             let f: &mut VipFigures = out.entry(*vip).or_default();
@@ -357,7 +357,7 @@ impl Answerer {
 
     /// The data plane's verdict counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        self.dp.counters()
+        self.dp.maps().counters()
     }
 
     /// Stops answering for everything, leaves the groups, detaches and

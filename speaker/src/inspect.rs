@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 use speaker_common::maps::{Conflict, Counters, FAMILY_IPV4, Reason, VipEntry, VipKey, VipStats};
 
-use crate::dataplane::{Pinned, now_ns};
+use crate::dataplane::{Maps, now_ns};
 
 /// One VIP entry as printed.
 struct Row {
@@ -35,7 +35,7 @@ struct Row {
 
 /// The report for the maps pinned in `dir`.
 pub fn report(dir: &Path, as_json: bool) -> Result<String> {
-    let maps = Pinned::open(dir).with_context(|| {
+    let maps = Maps::open_pinned(dir).with_context(|| {
         format!(
             "no speaker maps pinned in {} (is an agent running there? see --bpffs)",
             dir.display()

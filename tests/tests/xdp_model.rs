@@ -99,6 +99,7 @@ impl Harness {
 
     fn conflicts(&self) -> HashMap<VipKey, (u64, [u8; 6])> {
         self.dp
+            .maps()
             .conflicts()
             .expect("read conflicts")
             .into_iter()
@@ -108,6 +109,7 @@ impl Harness {
 
     fn stats(&self) -> HashMap<VipKey, (u64, u64)> {
         self.dp
+            .maps()
             .vip_stats()
             .expect("read VIP stats")
             .into_iter()
@@ -120,7 +122,7 @@ impl Harness {
     fn check(&mut self, name: &str, frame: &[u8], ifindex: u32) -> model::Outcome {
         let want = model::respond(frame, ifindex, now_ns(), &self.mirror);
         let prog = self.dp.program().expect("program");
-        let counters_before = self.dp.counters().expect("counters");
+        let counters_before = self.dp.maps().counters().expect("counters");
         let conflicts_before = self.conflicts();
         let stats_before = self.stats();
         let run = test_run(prog, frame, ifindex, 1);
@@ -145,7 +147,7 @@ impl Harness {
             want.reason
         );
         assert_eq!(hex(&run.frame), hex(&want.frame), "{}: output bytes", ctx());
-        let counters_after = self.dp.counters().expect("counters");
+        let counters_after = self.dp.maps().counters().expect("counters");
         assert_eq!(
             delta(&counters_before, &counters_after),
             vec![(want.reason, 1)],

@@ -84,10 +84,7 @@ pub enum AttachMode {
 pub struct Dataplane {
     // Dropping `ebpf` detaches the program (its links are fd-based).
     ebpf: Ebpf,
-    vips: HashMap<MapData, VipKey, VipEntry>,
-    counters: PerCpuArray<MapData, Counters>,
-    conflicts: PerCpuHashMap<MapData, VipKey, Conflict>,
-    stats: PerCpuHashMap<MapData, VipKey, VipStats>,
+    maps: Maps,
     filter: Filter,
     links: StdHashMap<u32, XdpLinkId>,
     pins: Pins,
@@ -121,17 +118,16 @@ impl Dataplane {
         if let Some(dir) = pin_dir {
             pins.prepare(dir)?;
         }
-        let vips = take_map(&mut ebpf, VIPS_MAP, &mut pins)?;
-        let counters = take_map(&mut ebpf, COUNTERS_MAP, &mut pins)?;
-        let conflicts = take_map(&mut ebpf, CONFLICTS_MAP, &mut pins)?;
-        let stats = take_map(&mut ebpf, VIP_STATS_MAP, &mut pins)?;
+        let maps = Maps {
+            vips: take_map(&mut ebpf, VIPS_MAP, &mut pins)?,
+            counters: take_map(&mut ebpf, COUNTERS_MAP, &mut pins)?,
+            conflicts: take_map(&mut ebpf, CONFLICTS_MAP, &mut pins)?,
+            stats: take_map(&mut ebpf, VIP_STATS_MAP, &mut pins)?,
+        };
         let filter = Filter::new(take_map(&mut ebpf, FILTER_MAP, &mut pins)?);
         Ok(Self {
             ebpf,
-            vips,
-            counters,
-            conflicts,
-            stats,
+            maps,
             filter,
             links: StdHashMap::new(),
             pins,
@@ -216,7 +212,8 @@ impl Dataplane {
     /// program never skips a VIP it has.
     pub fn set_vip(&mut self, key: &VipKey, entry: &VipEntry) -> Result<(), DataplaneError> {
         self.filter.add(key)?;
-        self.vips
+        self.maps
+            .vips
             .insert(key, entry, 0)
             .map_err(|source| DataplaneError::Map {
                 map: VIPS_MAP,
@@ -231,8 +228,8 @@ impl Dataplane {
             Err(e) if !is_not_found(&e) => Err(DataplaneError::Map { map, source: e }),
             _ => Ok(()),
         };
-        gone(VIPS_MAP, self.vips.remove(key))?;
-        gone(VIP_STATS_MAP, self.stats.remove(key))?;
+        gone(VIPS_MAP, self.maps.vips.remove(key))?;
+        gone(VIP_STATS_MAP, self.maps.stats.remove(key))?;
         self.filter.remove(key)
     }
 
@@ -247,38 +244,25 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Every entry in the VIP map.
-    pub fn vips(&self) -> Result<Vec<(VipKey, VipEntry)>, DataplaneError> {
-        read_vips(&self.vips)
-    }
-
-    /// The counters summed over all CPUs.
-    pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        read_counters(&self.counters)
-    }
-
-    /// Conflicts per VIP, summed over CPUs; the MAC is the latest seen.
-    pub fn conflicts(&self) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
-        read_conflicts(&self.conflicts)
-    }
-
-    /// Requests and answers per VIP, summed over CPUs.
-    pub fn vip_stats(&self) -> Result<Vec<(VipKey, VipStats)>, DataplaneError> {
-        read_stats(&self.stats)
+    /// The maps, to read.
+    pub fn maps(&self) -> &Maps {
+        &self.maps
     }
 }
 
-/// The maps a running agent pinned, opened from their pins to be read
-/// (`speaker inspect`), never written.
-pub struct Pinned {
+/// The maps the program reads and writes, for reading: the loaded
+/// program's, or a running agent's opened from their pins (`speaker
+/// inspect`). Per-CPU values come summed.
+pub struct Maps {
     vips: HashMap<MapData, VipKey, VipEntry>,
     counters: PerCpuArray<MapData, Counters>,
     conflicts: PerCpuHashMap<MapData, VipKey, Conflict>,
     stats: PerCpuHashMap<MapData, VipKey, VipStats>,
 }
 
-impl Pinned {
-    pub fn open(dir: &Path) -> Result<Self, DataplaneError> {
+impl Maps {
+    /// The maps pinned in `dir`, read-only in spirit: nothing here writes.
+    pub fn open_pinned(dir: &Path) -> Result<Self, DataplaneError> {
         fn open<T>(dir: &Path, name: &'static str) -> Result<T, DataplaneError>
         where
             T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -297,90 +281,76 @@ impl Pinned {
         })
     }
 
+    /// Every entry in the VIP map.
     pub fn vips(&self) -> Result<Vec<(VipKey, VipEntry)>, DataplaneError> {
-        read_vips(&self.vips)
+        self.vips
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| DataplaneError::Map {
+                map: VIPS_MAP,
+                source,
+            })
     }
 
+    /// The verdict counters.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
-        read_counters(&self.counters)
-    }
-
-    pub fn conflicts(&self) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
-        read_conflicts(&self.conflicts)
-    }
-
-    pub fn vip_stats(&self) -> Result<Vec<(VipKey, VipStats)>, DataplaneError> {
-        read_stats(&self.stats)
-    }
-}
-
-fn read_stats(
-    map: &PerCpuHashMap<MapData, VipKey, VipStats>,
-) -> Result<Vec<(VipKey, VipStats)>, DataplaneError> {
-    let mut out = Vec::new();
-    for item in map.iter() {
-        let (key, per_cpu) = item.map_err(|source| DataplaneError::Map {
-            map: VIP_STATS_MAP,
-            source,
-        })?;
-        let mut sum = VipStats::default();
-        for s in per_cpu.iter() {
-            sum.requests += s.requests;
-            sum.replies += s.replies;
-        }
-        out.push((key, sum));
-    }
-    Ok(out)
-}
-
-fn read_vips(
-    map: &HashMap<MapData, VipKey, VipEntry>,
-) -> Result<Vec<(VipKey, VipEntry)>, DataplaneError> {
-    map.iter()
-        .collect::<Result<_, _>>()
-        .map_err(|source| DataplaneError::Map {
-            map: VIPS_MAP,
-            source,
-        })
-}
-
-fn read_counters(map: &PerCpuArray<MapData, Counters>) -> Result<Counters, DataplaneError> {
-    let per_cpu = map.get(&0, 0).map_err(|source| DataplaneError::Map {
-        map: COUNTERS_MAP,
-        source,
-    })?;
-    let mut total = Counters::default();
-    for c in per_cpu.iter() {
-        total.add(c);
-    }
-    Ok(total)
-}
-
-fn read_conflicts(
-    map: &PerCpuHashMap<MapData, VipKey, Conflict>,
-) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
-    let mut out = Vec::new();
-    for item in map.iter() {
-        let (key, per_cpu) = item.map_err(|source| DataplaneError::Map {
-            map: CONFLICTS_MAP,
-            source,
-        })?;
-        let mut sum = Conflict {
-            count: 0,
-            last_seen_ns: 0,
-            last_mac: [0; 6],
-            _pad: [0; 2],
-        };
+        let per_cpu = self
+            .counters
+            .get(&0, 0)
+            .map_err(|source| DataplaneError::Map {
+                map: COUNTERS_MAP,
+                source,
+            })?;
+        let mut total = Counters::default();
         for c in per_cpu.iter() {
-            sum.count += c.count;
-            if c.count > 0 && c.last_seen_ns >= sum.last_seen_ns {
-                sum.last_seen_ns = c.last_seen_ns;
-                sum.last_mac = c.last_mac;
-            }
+            total.add(c);
         }
-        out.push((key, sum));
+        Ok(total)
     }
-    Ok(out)
+
+    /// Conflicts per VIP; the MAC is the latest seen on any CPU.
+    pub fn conflicts(&self) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
+        let mut out = Vec::new();
+        for item in self.conflicts.iter() {
+            let (key, per_cpu) = item.map_err(|source| DataplaneError::Map {
+                map: CONFLICTS_MAP,
+                source,
+            })?;
+            let mut sum = Conflict {
+                count: 0,
+                last_seen_ns: 0,
+                last_mac: [0; 6],
+                _pad: [0; 2],
+            };
+            for c in per_cpu.iter() {
+                sum.count += c.count;
+                if c.count > 0 && c.last_seen_ns >= sum.last_seen_ns {
+                    sum.last_seen_ns = c.last_seen_ns;
+                    sum.last_mac = c.last_mac;
+                }
+            }
+            out.push((key, sum));
+        }
+        Ok(out)
+    }
+
+    /// Requests and answers per VIP.
+    pub fn vip_stats(&self) -> Result<Vec<(VipKey, VipStats)>, DataplaneError> {
+        let mut out = Vec::new();
+        for item in self.stats.iter() {
+            let (key, per_cpu) = item.map_err(|source| DataplaneError::Map {
+                map: VIP_STATS_MAP,
+                source,
+            })?;
+            let mut sum = VipStats::default();
+            for s in per_cpu.iter() {
+                sum.requests += s.requests;
+                sum.replies += s.replies;
+            }
+            out.push((key, sum));
+        }
+        Ok(out)
+    }
 }
 
 impl Drop for Dataplane {
