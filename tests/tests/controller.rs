@@ -747,3 +747,69 @@ fn the_health_endpoint_outlives_idle_connections_and_running_out_of_descriptors(
     assert!(back.is_some(), "/healthz is gone\n{}", bed.logs());
     assert!(bed.controllers[0].as_mut().expect("c").running());
 }
+
+/// A TCP connection from `source` (any 127/8 address: the namespace's
+/// loopback has them all) to the metrics port, sending nothing.
+fn idle_from(source: std::net::Ipv4Addr) -> Option<std::net::TcpStream> {
+    use std::os::fd::FromRawFd as _;
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, bound and connected with valid sockaddr_in
+    // structs; the fd goes to a TcpStream that owns it, or is closed.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        if fd < 0 {
+            return None;
+        }
+        let from = sockaddr(source, 0);
+        let to = sockaddr(std::net::Ipv4Addr::LOCALHOST, 7473);
+        let ok = libc::bind(fd, (&raw const from).cast(), len) == 0
+            && libc::connect(fd, (&raw const to).cast(), len) == 0;
+        if !ok {
+            libc::close(fd);
+            return None;
+        }
+        Some(std::net::TcpStream::from_raw_fd(fd))
+    }
+}
+
+/// The agent's listener is on the host network, reachable from the LAN: a
+/// crowd of idle connections from many addresses must not keep the
+/// kubelet's probe out. One peer gets a few; at the cap, the oldest go.
+#[test]
+fn a_crowd_of_idle_connections_cannot_keep_the_probe_out() {
+    let mut bed = Bed::new(1);
+    bed.start(0);
+    bed.wait_active(0);
+    let ns = &bed.nets[0];
+    let crowd: Vec<std::net::TcpStream> = ns
+        .enter(|| {
+            (0..40u8)
+                .flat_map(|host| (0..6).map(move |_| host))
+                .filter_map(|host| idle_from(std::net::Ipv4Addr::new(127, 0, 1, host)))
+                .collect()
+        })
+        .expect("crowd");
+    assert!(
+        crowd.len() >= 200,
+        "the kernel accepted {} connections",
+        crowd.len()
+    );
+    // The probe, while the crowd holds on.
+    let started = std::time::Instant::now();
+    let reply = get(ns, "/healthz").unwrap_or_default();
+    assert!(
+        reply.starts_with("HTTP/1.1 200 OK"),
+        "{reply:?}\n{}",
+        bed.logs()
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    drop(crowd);
+}
