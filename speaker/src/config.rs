@@ -111,8 +111,33 @@ pub struct AgentArgs {
     /// migration).
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7474")]
     pub metrics_addr: std::net::SocketAddr,
+    /// When this node's renewals fail: `hold` keeps answering for its VIPs
+    /// on promises from its peers (never two answer), `release` stops at
+    /// the renew deadline.
+    #[arg(long, value_enum, default_value = "hold")]
+    pub api_outage: ApiOutage,
+    /// The longest a node keeps answering on its peers' promises after its
+    /// last successful renewal (the same on every node).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub max_hold: Duration,
+    /// UDP address the agents talk on (promises and fences), on the node
+    /// (not MetalLB's 7946); peers are reached on this port.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:7475")]
+    pub peer_addr: std::net::SocketAddr,
+    /// File holding the key that authenticates the agents' messages;
+    /// without it the Secret `speaker-peer-key` in --namespace is used
+    /// (created with a random key when missing).
+    #[arg(long, value_name = "FILE")]
+    pub peer_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// What a node does while its renewals fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiOutage {
+    Hold,
+    Release,
 }
 
 /// `speaker agent`, checked.
@@ -130,6 +155,10 @@ pub struct AgentConfig {
     pub bpffs: PathBuf,
     pub xdp_mode: AttachMode,
     pub metrics_addr: std::net::SocketAddr,
+    /// Where the agents talk (holding through API outages); `None` with
+    /// `--api-outage=release`.
+    pub peer_addr: Option<std::net::SocketAddr>,
+    pub peer_key_file: Option<PathBuf>,
 }
 
 impl AgentArgs {
@@ -139,6 +168,10 @@ impl AgentArgs {
             renew_interval: self.renew_interval,
             renew_deadline: self.renew_deadline,
             stagger: self.stagger,
+            max_hold: match self.api_outage {
+                ApiOutage::Hold => self.max_hold,
+                ApiOutage::Release => Duration::ZERO,
+            },
             ..Timings::default()
         };
         timings
@@ -166,6 +199,8 @@ impl AgentArgs {
             bpffs: self.common.bpffs,
             xdp_mode: self.common.xdp_mode,
             metrics_addr: self.metrics_addr,
+            peer_addr: (self.api_outage == ApiOutage::Hold).then_some(self.peer_addr),
+            peer_key_file: self.peer_key_file,
         })
     }
 }

@@ -34,6 +34,11 @@ pub struct Lan {
 }
 
 impl Lan {
+    /// Front node `i`'s address on the LAN.
+    pub fn front_ip(i: usize) -> String {
+        format!("198.18.0.{}", i + 1)
+    }
+
     /// `n` front nodes named front-0.. and a client; `vips` are accepted on
     /// every front node.
     pub fn new(n: usize, vips: &[&str]) -> Result<Self> {
@@ -49,7 +54,7 @@ impl Lan {
             ns.ip(&[
                 "addr",
                 "add",
-                &format!("198.18.0.{}/24", i + 1),
+                &format!("{}/24", Self::front_ip(i)),
                 "dev",
                 "eth0",
             ])?;

@@ -29,10 +29,12 @@ pub struct Scenario {
     pub vips: Vec<String>,
 }
 
-pub fn node(name: &str) -> Value {
+/// A Ready front Node at `ip` (where its agent's peers reach it).
+pub fn node(name: &str, ip: &str) -> Value {
     json!({
         "metadata": {"name": name, "labels": {"node-role": "front"}},
-        "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                   "addresses": [{"type": "InternalIP", "address": ip}]}
     })
 }
 
@@ -81,8 +83,8 @@ impl Scenario {
     fn build(fronts: usize, vips: &[&str], accept: bool, pool: Option<&str>) -> Result<Self> {
         let lan = Lan::new(fronts, if accept { vips } else { &[] })?;
         let c = &lan.cluster;
-        for f in &lan.fronts {
-            c.create(&NODES, node(&f.name))?;
+        for (i, f) in lan.fronts.iter().enumerate() {
+            c.create(&NODES, node(&f.name, &Lan::front_ip(i)))?;
         }
         let addresses: Vec<String> = match pool {
             Some(cidr) => vec![cidr.to_string()],
@@ -362,7 +364,7 @@ impl Scenario {
 
     /// Labels node `name` excluded from external load balancers.
     pub fn exclude(&self, name: &str) -> Result<()> {
-        let mut n = node(name);
+        let mut n = node(name, &Lan::front_ip(self.index(name)));
         n["metadata"]["labels"][EXCLUDE_LABEL] = json!("true");
         self.lan.cluster.replace(&NODES, n).map(drop)
     }

@@ -213,6 +213,61 @@ fn one_node_lease_renewal_delayed_1_2_s_costs_nothing_on_the_wire() {
     assert_eq!(s.record(VIP), record, "the ownership record was written");
 }
 
+/// The whole control plane gone for a minute (every listener of the
+/// stand-in closed): the owner keeps answering on its peers' promises, no
+/// gap and one MAC throughout, and when the API returns nothing moves.
+#[test]
+fn a_minute_without_the_api_costs_nothing_on_the_wire() {
+    let s = running(&[VIP]);
+    let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let record = s.record(VIP);
+    let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
+    // 20 ms apart for the minute and a few seconds either side.
+    let mut prober = probe(&s, 3300);
+    std::thread::sleep(Duration::from_millis(1000));
+    let listeners: Vec<_> = (0..3)
+        .map(|i| s.lan.cluster.node_listener(i).expect("stand-in listener"))
+        .collect();
+    listeners.iter().for_each(|l| l.close());
+    std::thread::sleep(Duration::from_secs(60));
+    // Each listener is bound inside its front's namespace again.
+    for (i, l) in listeners.iter().enumerate() {
+        s.lan.fronts[i]
+            .ns
+            .enter(|| l.reopen())
+            .expect("enter")
+            .expect("reopen");
+    }
+    let _ = prober.wait();
+    let replies = vip_replies(&s, cap);
+
+    let mac = mac_of(&s, &owner);
+    assert!(
+        replies.iter().all(|(_, m)| *m == mac),
+        "another node answered"
+    );
+    let gap = replies
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .expect("replies");
+    assert!(
+        gap < 100_000_000,
+        "a {} ms gap in the answers",
+        gap / 1_000_000
+    );
+    assert!(
+        replies.len() > 3000,
+        "only {} of 3300 probes answered",
+        replies.len()
+    );
+    assert_eq!(s.record(VIP), record, "the ownership record was written");
+    assert!(
+        s.metrics(&owner).contains("speaker_holds_ended_total 1"),
+        "the hold did not end once"
+    );
+}
+
 #[test]
 fn an_owner_paused_during_its_burst_sends_nothing_after_the_new_owner_answers() {
     let mut s = running(&[VIP]);

@@ -8,6 +8,7 @@
 //! a timeout, so an unreachable API server only makes requests fail.
 
 mod local;
+mod peers;
 mod requests;
 
 use std::{
@@ -40,6 +41,7 @@ use crate::{
     netdev::fmt_mac,
 };
 use local::Local;
+use peers::Peers;
 use requests::Requests;
 
 /// How long a stopping agent waits for its releases to be written.
@@ -84,7 +86,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             Some(ev) = rx.recv() => events.push(ev),
             Ok(()) = changed.changed() => {
                 if stores.ready() {
-                    events.extend(agent.replan(eligibility::plan(&stores.snapshot(), &cfg.settings)));
+                    let snapshot = stores.snapshot();
+                    agent.locate_peers(&snapshot.nodes);
+                    events.extend(agent.replan(eligibility::plan(&snapshot, &cfg.settings)));
                 }
             }
             _ = carrier.tick() => {
@@ -139,11 +143,12 @@ async fn start(
     cfg: &AgentConfig,
     client: kube::Client,
 ) -> Result<(Agent, ClusterStores, mpsc::UnboundedReceiver<Event>)> {
+    let instance = k8s::instance_id();
     let leases = Leases::new(
         client.clone(),
         &cfg.namespace,
         &cfg.node,
-        &k8s::instance_id(),
+        &instance,
         cfg.timings.lease_duration,
     );
     let events = Events::new(client.clone(), "speaker", &cfg.node);
@@ -164,6 +169,23 @@ async fn start(
     let stores = ClusterStores::start(&client, &cfg.config_namespace);
     let (tx, rx) = mpsc::unbounded_channel::<Event>();
     watch::leases(&client, &cfg.namespace, tx.clone());
+    let peers = match cfg.peer_addr {
+        Some(addr) => {
+            let key = peers::key(&client, &cfg.namespace, cfg.peer_key_file.as_deref()).await?;
+            Some(
+                Peers::start(
+                    addr,
+                    &key,
+                    &cfg.node,
+                    &instance,
+                    tx.clone(),
+                    metrics.clone(),
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
     let agent = Agent {
         election: Election::new(&cfg.node, cfg.timings),
         answer,
@@ -173,6 +195,7 @@ async fn start(
         reported: Reported::default(),
         metrics,
         pending: Vec::new(),
+        peers,
     };
     Ok((agent, stores, rx))
 }
@@ -216,6 +239,8 @@ struct Agent {
     metrics: Arc<Mutex<Metrics>>,
     /// Events produced while acting, handled before the loop waits again.
     pending: Vec<Event>,
+    /// The other agents, for holding through API outages.
+    peers: Option<Peers>,
 }
 
 impl Agent {
@@ -234,7 +259,47 @@ impl Agent {
 
     fn act(&mut self, action: Action) {
         match action {
-            Action::RenewNodeLease => self.requests.renew(),
+            Action::RenewNodeLease {
+                req,
+                base,
+                witnesses,
+            } => self.requests.renew(req, base, witnesses),
+            Action::AskHold { round, peers } => {
+                if let Some(p) = &self.peers {
+                    p.ask_hold(round, &peers);
+                }
+            }
+            Action::AnswerHold { to, round, granted } => {
+                if let Some(p) = &self.peers {
+                    p.answer_hold(&to, round, granted);
+                }
+            }
+            Action::AskFence {
+                req,
+                owner,
+                rv,
+                peers,
+            } => {
+                if let Some(p) = &self.peers {
+                    p.ask_fence(req, &owner, rv, &peers);
+                }
+            }
+            Action::AnswerFence { to, req, remaining } => {
+                if let Some(p) = &self.peers {
+                    p.answer_fence(&to, req, remaining);
+                }
+            }
+            Action::HoldEnded { since, lapsed } => {
+                let held = Duration::from_nanos(now_ns().saturating_sub(since));
+                let vips = self.election.owned().count();
+                match lapsed {
+                    false => info!(held = ?held, vips, "API reachable again; hold over"),
+                    true => warn!(held = ?held, "hold lapsed: no longer answering"),
+                }
+                metrics::update(&self.metrics, |m| m.holds_ended += 1);
+                self.events
+                    .hold_ended(self.election.node(), vips, held, lapsed);
+            }
             Action::ReadNodeLease { req, node } => self.requests.read_node(req, node),
             Action::ReadRecord { vip } => self.requests.read_record(vip),
             Action::WriteRecord {
@@ -261,6 +326,25 @@ impl Agent {
                 self.answer.remove(vip);
             }
         }
+    }
+
+    /// Where each peer is reached: its Node's InternalIP (else its first
+    /// address).
+    fn locate_peers(&mut self, nodes: &[k8s_openapi::api::core::v1::Node]) {
+        let Some(peers) = &mut self.peers else { return };
+        let addrs = nodes
+            .iter()
+            .filter_map(|n| {
+                let name = n.metadata.name.clone()?;
+                let addrs = n.status.as_ref()?.addresses.as_ref()?;
+                let pick = addrs
+                    .iter()
+                    .find(|a| a.type_ == "InternalIP")
+                    .or_else(|| addrs.first())?;
+                Some((name, pick.address.parse().ok()?))
+            })
+            .collect();
+        peers.set_addresses(addrs);
     }
 
     /// Answers for `vip` on the links the plan gives this node.
@@ -381,5 +465,7 @@ impl Agent {
             m.xdp = counters;
             m.vips_owned = owned;
         });
+        let holding = self.election.holding();
+        metrics::update(&self.metrics, |m| m.holding = holding);
     }
 }

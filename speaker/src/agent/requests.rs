@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use crate::{
     dataplane::now_ns,
-    election::{Event, Mono, WriteOutcome},
+    election::{Event, Mono, RenewOutcome, WriteOutcome},
     k8s::leases::{LeaseError, Leases},
     metrics::{self, Metrics},
 };
@@ -68,37 +68,42 @@ impl Requests {
         }
     }
 
-    /// Renews the node lease; answers [`Event::RenewDone`] with the send time.
-    pub fn renew(&self) {
+    /// Renews the node lease (renewal `req`, at version `base`, naming
+    /// `witnesses`); answers [`Event::RenewDone`] with the send time.
+    pub fn renew(&self, req: u64, base: Option<String>, witnesses: Vec<String>) {
         let sent_at: Mono = now_ns();
         let (leases, events, metrics, limit) = self.handles();
         let superseded = self.superseded.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let ok = match timeout(limit, leases.renew()).await {
-                Ok(Ok(())) => true,
+            let outcome = match timeout(limit, leases.renew(base, req, &witnesses)).await {
+                Ok(Ok(outcome)) => outcome,
                 Ok(Err(e @ LeaseError::Duplicate { .. })) => {
                     superseded.send_replace(Some(e.to_string()));
-                    false
+                    RenewOutcome::Failed
                 }
                 Ok(Err(e)) => {
                     debug!(error = %e, "lease renewal failed");
-                    false
+                    RenewOutcome::Failed
                 }
                 Err(_) => {
                     debug!("lease renewal timed out");
-                    false
+                    RenewOutcome::Failed
                 }
             };
             let took = started.elapsed();
             metrics::update(&metrics, |m| {
-                match ok {
-                    true => m.renewals_ok += 1,
-                    false => m.renewals_failed += 1,
+                match outcome {
+                    RenewOutcome::Renewed { .. } => m.renewals_ok += 1,
+                    _ => m.renewals_failed += 1,
                 }
                 m.renewal_seconds.observe(took.as_secs_f64());
             });
-            let _ = events.send(Event::RenewDone { sent_at, ok });
+            let _ = events.send(Event::RenewDone {
+                req,
+                sent_at,
+                outcome,
+            });
         });
     }
 
@@ -106,11 +111,17 @@ impl Requests {
     pub fn read_node(&self, req: u64, node: String) {
         let (leases, events, _, limit) = self.handles();
         tokio::spawn(async move {
-            let (rv, ok) = match timeout(limit, leases.read_node(&node)).await {
-                Ok(Ok(rv)) => (rv, true),
+            let (lease, ok) = match timeout(limit, leases.read_node(&node)).await {
+                Ok(Ok(lease)) => (lease, true),
                 _ => (None, false),
             };
-            let _ = events.send(Event::NodeLeaseRead { req, rv, ok });
+            let (rv, witnesses) = lease.unzip();
+            let _ = events.send(Event::NodeLeaseRead {
+                req,
+                rv,
+                witnesses: witnesses.unwrap_or_default(),
+                ok,
+            });
         });
     }
 

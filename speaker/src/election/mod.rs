@@ -21,11 +21,12 @@
 //! out the [`Action`]s it returns; the simulation in `sim.rs` does the same
 //! with a simulated API server, clocks and faults.
 
+mod hold;
 #[cfg(test)]
 mod sim;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     time::Duration,
 };
@@ -56,6 +57,12 @@ pub struct Timings {
     /// How long an API request may take before the agent counts it failed
     /// (it may still apply at the server).
     pub request_timeout: Duration,
+    /// How long a peer's promise not to take over binds it (see `hold`).
+    pub hold_promise: Duration,
+    /// How long after its last successful renewal an owner may keep
+    /// answering on its peers' promises; zero: never
+    /// (`--api-outage=release`).
+    pub max_hold: Duration,
 }
 
 impl Default for Timings {
@@ -66,6 +73,8 @@ impl Default for Timings {
             renew_deadline: Duration::from_millis(1500),
             stagger: Duration::from_millis(100),
             request_timeout: Duration::from_secs(1),
+            hold_promise: Duration::from_secs(4),
+            max_hold: Duration::from_secs(300),
         }
     }
 }
@@ -96,6 +105,13 @@ pub enum TimingError {
     },
     #[error("renew interval must be above zero")]
     ZeroInterval,
+    #[error(
+        "hold promise ({promise:?}) must be at least the renew deadline ({deadline:?}): shorter promises would not outlast the rounds asking for them"
+    )]
+    PromiseTooShort {
+        promise: Duration,
+        deadline: Duration,
+    },
 }
 
 impl Timings {
@@ -130,6 +146,12 @@ impl Timings {
                 timeout: self.request_timeout,
             });
         }
+        if !self.max_hold.is_zero() && self.hold_promise < self.renew_deadline {
+            return Err(TimingError::PromiseTooShort {
+                promise: self.hold_promise,
+                deadline: self.renew_deadline,
+            });
+        }
         Ok(())
     }
 }
@@ -156,6 +178,27 @@ impl Record {
     }
 }
 
+/// How a node-lease renewal ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenewOutcome {
+    /// Written: the lease is at `rv` now.
+    Renewed { rv: String },
+    /// Our version was stale (409); `current` is the lease as read afresh.
+    Conflict { current: Option<OwnLease> },
+    /// Unknown: timeout, network, server error. It may have been applied.
+    Failed,
+}
+
+/// A version of our node lease: the renewal that wrote it (its `req`,
+/// written into the lease, so versions are ordered without comparing
+/// resourceVersions) and the witnesses it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnLease {
+    pub rv: String,
+    pub seq: u64,
+    pub witnesses: Vec<String>,
+}
+
 /// How a record write ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -171,10 +214,19 @@ pub enum WriteOutcome {
 pub enum Event {
     /// Time passed (the agent calls this at `next_wakeup`).
     Tick,
-    /// Our node-lease renewal sent at `sent_at` finished.
-    RenewDone { sent_at: Mono, ok: bool },
-    /// Another node's lease as watched; `None`: it does not exist.
-    NodeLease { node: String, rv: Option<String> },
+    /// Our node-lease renewal `req`, sent at `sent_at`, finished.
+    RenewDone {
+        req: u64,
+        sent_at: Mono,
+        outcome: RenewOutcome,
+    },
+    /// Another node's lease as watched (`rv` `None`: it does not exist),
+    /// with the witnesses it names.
+    NodeLease {
+        node: String,
+        rv: Option<String>,
+        witnesses: Vec<String>,
+    },
     /// A VIP's record as watched; `None`: it does not exist.
     Record { vip: IpAddr, record: Option<Record> },
     /// The first complete list of records has been seen: a VIP without one
@@ -191,8 +243,29 @@ pub enum Event {
     NodeLeaseRead {
         req: u64,
         rv: Option<String>,
+        witnesses: Vec<String>,
         ok: bool,
     },
+    /// Peer `from`, an owner cut off from the API, asks us to promise not
+    /// to take over from it (round `round` of its asking).
+    HoldAsked { from: String, round: u64 },
+    /// Witness `from` answered our round `round`.
+    HoldAnswer {
+        from: String,
+        round: u64,
+        granted: bool,
+    },
+    /// Peer `from`, about to take over from `owner` (its lease at `rv`),
+    /// asks us to fence it (request `req`).
+    FenceAsked {
+        from: String,
+        req: u64,
+        owner: String,
+        rv: Option<String>,
+    },
+    /// A witness fenced the owner of our fence request `req`; its last
+    /// promise runs `remaining` more on its clock.
+    FenceAnswer { req: u64, remaining: Mono },
     /// A record write finished (see [`Action::WriteRecord`]).
     WriteDone { req: u64, outcome: WriteOutcome },
     /// Whether this node may announce `vip`, and which nodes may (for
@@ -210,9 +283,15 @@ pub enum Event {
 /// with the same `req` (the agent turns timeouts into failures).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Renew our node lease; answer with [`Event::RenewDone`] carrying the
-    /// time the request was sent.
-    RenewNodeLease,
+    /// Renew our node lease at version `base` (`None`: the version the
+    /// agent last wrote), naming `witnesses` and `req` (its sequence);
+    /// answer with [`Event::RenewDone`] carrying `req` and the send time.
+    /// A 409 is not retried: the answer says the renewal did not apply.
+    RenewNodeLease {
+        req: u64,
+        base: Option<String>,
+        witnesses: Vec<String>,
+    },
     /// Read a node lease afresh (not from a watch cache).
     ReadNodeLease { req: u64, node: String },
     /// Read a VIP's record afresh, after a write lost to one we had not
@@ -233,6 +312,31 @@ pub enum Action {
     Refresh { vip: IpAddr, expires: Mono },
     /// Stop answering for `vip`.
     Remove { vip: IpAddr },
+    /// Ask each of `peers` for a promise (see [`Event::HoldAsked`]).
+    AskHold { round: u64, peers: Vec<String> },
+    /// Answer `to`'s round `round`.
+    AnswerHold {
+        to: String,
+        round: u64,
+        granted: bool,
+    },
+    /// Ask `peers` (witnesses of `owner`) to fence it; the first answer
+    /// counts (see [`Event::FenceAnswer`]).
+    AskFence {
+        req: u64,
+        owner: String,
+        rv: Option<String>,
+        peers: Vec<String>,
+    },
+    /// Answer `to`'s fence request.
+    AnswerFence {
+        to: String,
+        req: u64,
+        remaining: Mono,
+    },
+    /// Entries kept alive on promises since `since` are no longer: the API
+    /// answers again (`lapsed` false), or they lapsed.
+    HoldEnded { since: Mono, lapsed: bool },
 }
 
 /// Where one VIP stands for this node.
@@ -250,8 +354,8 @@ pub enum VipState {
         rv: Option<String>,
         record_rv: Option<String>,
     },
-    /// Claim (term `term`) in flight.
-    Claiming { req: u64, term: u64 },
+    /// Claim (term `term`) in flight, sent at `sent`.
+    Claiming { req: u64, term: u64, sent: Mono },
     /// Answering, with the entry expiring at `expires`.
     Owning { term: u64, expires: Mono },
     /// Entry removed, release write in flight.
@@ -346,11 +450,32 @@ impl Vip {
     }
 }
 
-/// What we saw of another node's lease: its version, and since when.
+/// What we saw of another node's lease: its version, since when, and the
+/// witnesses it names.
 #[derive(Debug)]
 struct Seen {
     rv: Option<String>,
     since: Mono,
+    witnesses: Vec<String>,
+}
+
+impl Seen {
+    fn first(now: Mono) -> Self {
+        Self {
+            rv: None,
+            since: now,
+            witnesses: Vec::new(),
+        }
+    }
+}
+
+/// A renewal sent: the witnesses it writes.
+#[derive(Debug)]
+struct Renewal {
+    sent_at: Mono,
+    witnesses: Vec<String>,
+    /// Failed without knowing whether it applied.
+    answered: bool,
 }
 
 #[derive(Debug)]
@@ -367,6 +492,22 @@ pub struct Election {
     records_synced: bool,
     shutting_down: bool,
     next_req: u64,
+    /// Our node lease at the newest version we know of.
+    own: Option<OwnLease>,
+    /// Renewals in flight, and failed ones that may still apply.
+    renewals: BTreeMap<u64, Renewal>,
+    /// Send time and success of the latest renewal answered.
+    last_answer: Option<(Mono, bool)>,
+    /// When the latest successful renewal was answered.
+    last_ok_at: Option<Mono>,
+    /// Since when our lease has been live without a lapse (send time of
+    /// the renewal that started the run).
+    live_since: Option<Mono>,
+    holds: hold::Holds,
+    /// Since when entries have been kept alive on promises.
+    held_since: Option<Mono>,
+    /// The latest hold: until when, on whose promises.
+    hold_bound: Option<(Mono, BTreeSet<String>)>,
 }
 
 impl Election {
@@ -382,6 +523,14 @@ impl Election {
             records_synced: false,
             shutting_down: false,
             next_req: 0,
+            own: None,
+            renewals: BTreeMap::new(),
+            last_answer: None,
+            last_ok_at: None,
+            live_since: None,
+            holds: hold::Holds::new(ns(t.hold_promise)),
+            held_since: None,
+            hold_bound: None,
         }
     }
 
@@ -443,41 +592,75 @@ impl Election {
     /// Applies an observation at `now`; returns what to do.
     pub fn handle(&mut self, now: Mono, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
+        self.holds.started(now);
         match event {
             Event::Tick => {}
-            Event::RenewDone { sent_at, ok } => {
-                if ok {
-                    self.started_at.get_or_insert(sent_at);
-                    self.renewed_sent_at =
-                        Some(self.renewed_sent_at.map_or(sent_at, |s| s.max(sent_at)));
-                    let new_expiry = sent_at + ns(self.t.renew_deadline);
-                    // Only entries still live are extended: one that lapsed
-                    // may have been taken over meanwhile, and must be won
-                    // again (see reconcile).
-                    for (vip, v) in &mut self.vips {
-                        if let VipState::Owning { expires, .. } = &mut v.state
-                            && *expires > now
-                            && new_expiry > *expires
-                        {
-                            *expires = new_expiry;
-                            out.push(Action::Refresh {
-                                vip: *vip,
-                                expires: new_expiry,
-                            });
-                        }
+            Event::RenewDone {
+                req,
+                sent_at,
+                outcome,
+            } => self.renewed(now, req, sent_at, outcome, &mut out),
+            Event::NodeLease {
+                node,
+                rv,
+                witnesses,
+            } => {
+                if node != self.me {
+                    self.holds.lease_seen(&node, &rv);
+                    let seen = self.peers.entry(node).or_insert(Seen::first(now));
+                    if seen.rv != rv {
+                        seen.rv = rv;
+                        seen.since = now;
+                    }
+                    seen.witnesses = witnesses;
+                }
+            }
+            Event::HoldAsked { from, round } => {
+                let cut_off = !self.api_reachable(now);
+                let may = !self.t.max_hold.is_zero() && cut_off;
+                let granted = from != self.me && self.holds.asked(now, &from, may);
+                if !cut_off && !self.shutting_down && self.renewals.values().all(|r| r.answered) {
+                    // Our last renewal went through, but the asker's did
+                    // not: find out now rather than at our next renewal,
+                    // so a control-plane outage is held from its start.
+                    self.next_renew_at = now + ns(self.t.renew_interval);
+                    self.renew(now, &mut out);
+                }
+                out.push(Action::AnswerHold {
+                    to: from,
+                    round,
+                    granted,
+                });
+            }
+            Event::HoldAnswer {
+                from,
+                round,
+                granted,
+            } => {
+                if granted {
+                    self.holds.granted(round, &from);
+                    if let Some(need) = self.hold_set()
+                        && let Some(until) = self.holds.held_until(&need)
+                    {
+                        self.held(now, until, need, &mut out);
                     }
                 }
             }
-            Event::NodeLease { node, rv } => {
-                if node != self.me {
-                    let seen = self.peers.entry(node).or_insert(Seen {
-                        rv: None,
-                        since: now,
-                    });
-                    if seen.rv != rv {
-                        *seen = Seen { rv, since: now };
-                    }
-                }
+            Event::FenceAsked {
+                from,
+                req,
+                owner,
+                rv,
+            } => {
+                let remaining = self.holds.fence(now, &owner, rv);
+                out.push(Action::AnswerFence {
+                    to: from,
+                    req,
+                    remaining,
+                });
+            }
+            Event::FenceAnswer { req, remaining } => {
+                self.holds.fence_answered(now, req, remaining);
             }
             Event::Record { vip, record } => {
                 self.vips
@@ -496,7 +679,12 @@ impl Election {
                 self.records_synced = true;
                 self.vips.values_mut().for_each(|v| v.unseen_write = None);
             }
-            Event::NodeLeaseRead { req, rv, ok } => self.verified(now, req, rv, ok, &mut out),
+            Event::NodeLeaseRead {
+                req,
+                rv,
+                witnesses,
+                ok,
+            } => self.verified(now, req, rv, witnesses, ok, &mut out),
             Event::WriteDone { req, outcome } => self.written(now, req, outcome, &mut out),
             Event::Eligibility {
                 vip,
@@ -513,10 +701,238 @@ impl Election {
         // a slow answer must not delay the next renewal (see validate).
         if now >= self.next_renew_at && !self.shutting_down {
             self.next_renew_at = now + ns(self.t.renew_interval);
-            out.push(Action::RenewNodeLease);
+            self.renew(now, &mut out);
         }
         self.reconcile(now, &mut out);
+        self.ask_holds(now, &mut out);
+        if let Some(since) = self.held_since
+            && self.owned().all(|(_, expires)| expires <= now)
+        {
+            self.held_since = None;
+            out.push(Action::HoldEnded {
+                since,
+                lapsed: true,
+            });
+        }
         out
+    }
+
+    fn renew(&mut self, now: Mono, out: &mut Vec<Action>) {
+        let req = self.req();
+        let base = self.own.as_ref().map(|o| o.rv.clone());
+        let witnesses = self.witnesses(now);
+        self.renewals.insert(
+            req,
+            Renewal {
+                sent_at: now,
+                witnesses: witnesses.clone(),
+                answered: false,
+            },
+        );
+        out.push(Action::RenewNodeLease {
+            req,
+            base,
+            witnesses,
+        });
+    }
+
+    /// The peers our next renewal names as witnesses: those whose lease we
+    /// saw live when we last reached the API (during an outage the watch
+    /// shows no renewals; none when we never hold).
+    fn witnesses(&self, now: Mono) -> Vec<String> {
+        if self.t.max_hold.is_zero() {
+            return Vec::new();
+        }
+        // Entries held past what this renewal will guarantee must stay
+        // fenced by whoever a follower reads in it: the witnesses whose
+        // promises hold them, no fewer, no others.
+        if let Some((until, held_by)) = &self.hold_bound
+            && *until > now + ns(self.t.renew_deadline)
+        {
+            return held_by.iter().cloned().collect();
+        }
+        let contact = self.last_ok_at.unwrap_or(now).min(now);
+        let mut w: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, s)| s.rv.is_some() && contact < s.since + ns(self.t.lease_duration))
+            .map(|(n, _)| n.clone())
+            .collect();
+        w.sort();
+        w
+    }
+
+    /// A renewal came back: on success the entries still live are extended
+    /// to its send time + deadline; either way we learn which version of
+    /// our lease (and so which witnesses) a follower may read.
+    fn renewed(
+        &mut self,
+        now: Mono,
+        req: u64,
+        sent_at: Mono,
+        outcome: RenewOutcome,
+        out: &mut Vec<Action>,
+    ) {
+        let sent = self.renewals.remove(&req);
+        let ok = matches!(outcome, RenewOutcome::Renewed { .. });
+        if self.last_answer.is_none_or(|(s, _)| sent_at >= s) {
+            self.last_answer = Some((sent_at, ok));
+        }
+        let newest = |own: &Option<OwnLease>, seq: u64| own.as_ref().is_none_or(|o| seq > o.seq);
+        match outcome {
+            RenewOutcome::Renewed { rv } => {
+                if let Some(r) = sent
+                    && newest(&self.own, req)
+                {
+                    self.own = Some(OwnLease {
+                        rv,
+                        seq: req,
+                        witnesses: r.witnesses,
+                    });
+                }
+            }
+            RenewOutcome::Conflict { current } => {
+                // A read showing an older renewal than one we know was
+                // written is stale (served before it applied); the same
+                // renewal at another version was edited by someone else,
+                // and is what a follower reads now.
+                if let Some(c) = current
+                    && self.own.as_ref().is_none_or(|o| c.seq >= o.seq)
+                {
+                    self.own = Some(c);
+                }
+            }
+            RenewOutcome::Failed => {
+                // It may still apply: keep its witnesses, once per set
+                // (the latest renewal naming them: it outlives the others).
+                if let Some(mut r) = sent {
+                    r.answered = true;
+                    self.renewals
+                        .retain(|_, o| !(o.answered && o.witnesses == r.witnesses));
+                    self.renewals.insert(req, r);
+                }
+            }
+        }
+        // A renewal sent before the newest version we know was written can
+        // no longer apply: its precondition predates that version.
+        let seq = self.own.as_ref().map_or(0, |o| o.seq);
+        self.renewals.retain(|&r, o| !o.answered || r > seq);
+        if !ok {
+            return;
+        }
+        self.started_at.get_or_insert(sent_at);
+        self.last_ok_at = Some(now);
+        // A success sent after the lease had lapsed starts a new run; an
+        // older one answered late fills no gap (a follower saw it stale).
+        let lapsed = self
+            .renewed_sent_at
+            .is_none_or(|s| sent_at > s + ns(self.t.renew_deadline));
+        if lapsed {
+            self.live_since = Some(sent_at);
+        }
+        self.renewed_sent_at = Some(self.renewed_sent_at.map_or(sent_at, |s| s.max(sent_at)));
+        if let Some(since) = self.held_since.take() {
+            out.push(Action::HoldEnded {
+                since,
+                lapsed: false,
+            });
+        }
+        // Only entries still live are extended: one that lapsed may have
+        // been taken over meanwhile, and must be won again (see reconcile).
+        self.extend(now, sent_at + ns(self.t.renew_deadline), out);
+    }
+
+    /// Pushes every live entry's expiry to `until`, never back.
+    fn extend(&mut self, now: Mono, until: Mono, out: &mut Vec<Action>) {
+        for (vip, v) in &mut self.vips {
+            if let VipState::Owning { expires, .. } = &mut v.state
+                && *expires > now
+                && until > *expires
+            {
+                *expires = until;
+                out.push(Action::Refresh {
+                    vip: *vip,
+                    expires: until,
+                });
+            }
+        }
+    }
+
+    /// Whether our renewals go through: the latest answered succeeded and
+    /// none is overdue. A witness promises only while this is false; an
+    /// owner asks for promises only then.
+    fn api_reachable(&self, now: Mono) -> bool {
+        let overdue = ns(self.t.renew_interval) / 4;
+        matches!(self.last_answer, Some((_, true)))
+            && !self
+                .renewals
+                .values()
+                .any(|r| !r.answered && now >= r.sent_at + overdue)
+    }
+
+    /// Every witness a follower may read in our lease: those of the newest
+    /// version we know, and of every later renewal that may still apply.
+    /// `None` when one of them names none: then we never hold.
+    fn hold_set(&self) -> Option<BTreeSet<String>> {
+        let own = self.own.as_ref()?;
+        let pending = self
+            .renewals
+            .range(own.seq + 1..)
+            .map(|(_, r)| &r.witnesses);
+        let mut set = BTreeSet::new();
+        for w in std::iter::once(&own.witnesses).chain(pending) {
+            if w.is_empty() {
+                return None;
+            }
+            set.extend(w.iter().cloned());
+        }
+        Some(set)
+    }
+
+    /// Whether we should be asking for promises now: holding is on, we
+    /// answer for something, and our renewals do not go through.
+    fn hold_wanted(&self, now: Mono) -> bool {
+        !self.t.max_hold.is_zero()
+            && !self.shutting_down
+            && self.owned().any(|(_, expires)| expires > now)
+            && !self.api_reachable(now)
+    }
+
+    /// Owner: a round of asking every witness, a few times per renew
+    /// interval while the API does not answer.
+    fn ask_holds(&mut self, now: Mono, out: &mut Vec<Action>) {
+        if !self.hold_wanted(now) || !self.holds.ask_due(now, self.hold_interval()) {
+            return;
+        }
+        let Some(need) = self.hold_set() else { return };
+        let round = self.holds.ask(now);
+        out.push(Action::AskHold {
+            round,
+            peers: need.into_iter().collect(),
+        });
+    }
+
+    fn hold_interval(&self) -> Mono {
+        ns(self.t.renew_interval) / 4
+    }
+
+    /// Every witness promised: live entries may be kept to `until`, never
+    /// past our last successful renewal + max hold.
+    fn held(&mut self, now: Mono, until: Mono, by: BTreeSet<String>, out: &mut Vec<Action>) {
+        let Some(last) = self.renewed_sent_at else {
+            return;
+        };
+        let until = until.min(last + ns(self.t.max_hold));
+        if self.owned().any(|(_, e)| e > now && until > e) {
+            self.held_since.get_or_insert(now);
+            self.hold_bound = Some((until, by));
+        }
+        self.extend(now, until, out);
+    }
+
+    /// Whether entries are being kept alive on promises now.
+    pub fn holding(&self) -> bool {
+        self.held_since.is_some()
     }
 
     /// A fresh read of a holder's lease came back: every VIP waiting on it
@@ -526,6 +942,7 @@ impl Election {
         now: Mono,
         req: u64,
         rv: Option<String>,
+        witnesses: Vec<String>,
         ok: bool,
         out: &mut Vec<Action>,
     ) {
@@ -547,11 +964,13 @@ impl Election {
         };
         if ok && rv != expected {
             // The holder renewed after all: its lease is alive; start over.
+            self.holds.lease_seen(&holder, &rv);
             self.peers.insert(
                 holder.clone(),
                 Seen {
                     rv: rv.clone(),
                     since: now,
+                    witnesses,
                 },
             );
         }
@@ -580,7 +999,11 @@ impl Election {
                     holder: Some(me.clone()),
                     term,
                 });
-                v.state = VipState::Claiming { req: write, term };
+                v.state = VipState::Claiming {
+                    req: write,
+                    term,
+                    sent: now,
+                };
             }
         }
     }
@@ -596,9 +1019,15 @@ impl Election {
             return;
         };
         let claimed = match v.state {
-            VipState::Claiming { term, .. } => Some(term),
+            VipState::Claiming { term, sent, .. } => Some((term, sent)),
             _ => None,
         };
+        // A claim counts only if our lease stayed live since it was sent:
+        // during a lapse a follower may have taken the VIP over, and a
+        // late answer must not make us answer beside it.
+        let live_since = self.live_since;
+        let claimed_live = claimed.filter(|&(_, sent)| live_since.is_some_and(|l| l <= sent));
+        let claimed = claimed.map(|(term, _)| term);
         v.state = VipState::Following;
         match outcome {
             WriteOutcome::Written(record) => {
@@ -621,6 +1050,7 @@ impl Election {
                     && current
                     && v.eligible
                     && !stopping
+                    && claimed_live.is_some()
                     && let Some(expires) = live_until
                     && let Some(term) = claimed
                 {
@@ -655,10 +1085,7 @@ impl Election {
             .filter(|h| *h != self.me)
             .collect();
         for h in holders {
-            self.peers.entry(h).or_insert(Seen {
-                rv: None,
-                since: now,
-            });
+            self.peers.entry(h).or_insert(Seen::first(now));
         }
         let ranks = self.ranks(now);
         let vips: Vec<IpAddr> = self.vips.keys().copied().collect();
@@ -708,10 +1135,8 @@ impl Election {
             }
             Some(h) => {
                 let since = self.peers.get(h).map_or(now, |s| s.since);
-                Some((
-                    due(since + ns(self.t.lease_duration) + rank),
-                    Step::Verify(h.to_string()),
-                ))
+                let at = due(since + ns(self.t.lease_duration) + rank);
+                Some((at.max(self.fence_wait(h)), Step::Verify(h.to_string())))
             }
         }
     }
@@ -781,14 +1206,102 @@ impl Election {
                             holder: Some(me),
                             term,
                         });
-                        v.state = VipState::Claiming { req, term };
+                        v.state = VipState::Claiming {
+                            req,
+                            term,
+                            sent: now,
+                        };
                     }
-                    Step::Verify(holder) => self.verify(now, vip, holder, req, out),
+                    Step::Verify(holder) => {
+                        if self.fenced(now, &holder, out) {
+                            self.verify(now, vip, holder, req, out);
+                        }
+                    }
                 }
             }
             VipState::Verifying { .. } | VipState::Claiming { .. } | VipState::Releasing { .. } => {
             }
         }
+    }
+
+    /// Until when the fence on `owner` keeps us from taking over from it
+    /// (0: no fence to wait for, or none taken yet).
+    fn fence_wait(&self, owner: &str) -> Mono {
+        let Some(seen) = self.peers.get(owner) else {
+            return 0;
+        };
+        match self.holds.fence_of(owner) {
+            Some(f) if f.rv == seen.rv => match f.state {
+                hold::FenceState::Until { at } => at,
+                hold::FenceState::Asking { sent_at, .. } => {
+                    (sent_at + ns(self.t.request_timeout)).min(self.unfenced_after(seen))
+                }
+            },
+            _ => 0,
+        }
+    }
+
+    /// When a taker may go ahead without any witness's fence: the owner
+    /// holds at most max hold past its last renewal, which we saw.
+    fn unfenced_after(&self, seen: &Seen) -> Mono {
+        seen.since + ns(self.t.lease_duration) + ns(self.t.max_hold)
+    }
+
+    /// Whether `owner` is fenced so we may take over from it now: its lease
+    /// names no witness (it never holds), or a witness (we, if we are one)
+    /// fenced it and its last promise has run out. Starts the fence
+    /// otherwise.
+    fn fenced(&mut self, now: Mono, owner: &str, out: &mut Vec<Action>) -> bool {
+        let Some(seen) = self.peers.get(owner) else {
+            return true;
+        };
+        if seen.witnesses.is_empty() {
+            return true;
+        }
+        let (rv, witnesses) = (seen.rv.clone(), seen.witnesses.clone());
+        let fallback = self.unfenced_after(seen);
+        match self.holds.fence_of(owner).filter(|f| f.rv == rv) {
+            Some(hold::Fence {
+                state: hold::FenceState::Until { at },
+                ..
+            }) => return now >= *at,
+            Some(hold::Fence {
+                state: hold::FenceState::Asking { sent_at, .. },
+                ..
+            }) => {
+                if now >= fallback {
+                    return true;
+                }
+                if now < sent_at + ns(self.t.request_timeout) {
+                    return false;
+                }
+            }
+            None => {}
+        }
+        if witnesses.contains(&self.me) {
+            // Our own promise is the fence: we give no more, and wait out
+            // the last one.
+            let at = now + self.holds.fence(now, owner, rv.clone());
+            let state = hold::FenceState::Until { at };
+            self.holds.set_fence(owner, hold::Fence { rv, state });
+            return now >= at;
+        }
+        let req = self.req();
+        let state = hold::FenceState::Asking { req, sent_at: now };
+        self.holds.set_fence(
+            owner,
+            hold::Fence {
+                rv: rv.clone(),
+                state,
+            },
+        );
+        out.push(Action::AskFence {
+            req,
+            owner: owner.to_string(),
+            rv,
+            peers: witnesses,
+        });
+        false
     }
 
     /// Starts the fresh read of `holder`'s lease before taking `vip` over.
@@ -815,10 +1328,7 @@ impl Election {
             };
         }
         // Timed from now if we never saw this node's lease.
-        self.peers.entry(holder.clone()).or_insert(Seen {
-            rv: None,
-            since: now,
-        });
+        self.peers.entry(holder.clone()).or_insert(Seen::first(now));
         if shared.is_none() {
             out.push(Action::ReadNodeLease { req, node: holder });
         }
@@ -912,6 +1422,15 @@ impl Election {
         if let Some(until) = self.own_live_until(now) {
             wake = wake.min(until);
         }
+        // So does a renewal becoming overdue, and a round of asking.
+        let overdue = ns(self.t.renew_interval) / 4;
+        let ask = self.hold_wanted(now).then(|| self.holds.next_ask_at());
+        let unanswered = self.renewals.values().filter(|r| !r.answered);
+        for at in unanswered.map(|r| r.sent_at + overdue).chain(ask) {
+            if at > now {
+                wake = wake.min(at);
+            }
+        }
         wake.max(now + 1)
     }
 }
@@ -967,8 +1486,9 @@ mod tests {
         e.handle(
             1,
             Event::RenewDone {
+                req: 1,
                 sent_at: 0,
-                ok: true,
+                outcome: RenewOutcome::Renewed { rv: "r1".into() },
             },
         );
         let claim = e.handle(2, Event::RecordsSynced);
@@ -1036,8 +1556,9 @@ mod tests {
         e.handle(
             1,
             Event::RenewDone {
+                req: 1,
                 sent_at: 0,
-                ok: true,
+                outcome: RenewOutcome::Renewed { rv: "r1".into() },
             },
         );
         e.handle(
@@ -1045,6 +1566,7 @@ mod tests {
             Event::NodeLease {
                 node: "a".into(),
                 rv: Some("1".into()),
+                witnesses: Vec::new(),
             },
         );
         e.handle(

@@ -50,7 +50,7 @@ const EVENTS: Access = access(
 
 /// `speaker agent`: the watches behind eligibility, the election's Leases
 /// (node lease and VIP records: read afresh, watched, created, replaced),
-/// and Events on the objects concerned, in their namespaces.
+/// the peer key, and Events on the objects concerned, in their namespaces.
 pub const AGENT: &[Access] = &[
     access("", "services", WATCHED, Scope::Cluster),
     access("", "nodes", WATCHED, Scope::Cluster),
@@ -68,6 +68,9 @@ pub const AGENT: &[Access] = &[
         &["get", "list", "watch", "create", "update"],
         Scope::Own,
     ),
+    // The agents' shared peer key (`speaker-peer-key`): read, or created
+    // by the first agent.
+    access("", "secrets", &["get", "create"], Scope::Own),
     EVENTS,
 ];
 

@@ -124,6 +124,29 @@ impl Events {
         }
     }
 
+    /// On this node's Node: entries kept on peers' promises through an API
+    /// outage are no longer, because the API answers again or they lapsed.
+    pub fn hold_ended(&self, node: &str, vips: usize, held: std::time::Duration, lapsed: bool) {
+        let (type_, how) = match lapsed {
+            false => (EventType::Normal, "the API answers again"),
+            true => (
+                EventType::Warning,
+                "the hold lapsed and they stopped answering",
+            ),
+        };
+        self.post(
+            type_,
+            "HoldEnded",
+            "Announce",
+            format!(
+                "node {node} kept {vips} VIP(s) answered on its peers' promises for {:.1} s \
+                 while its lease renewals failed; {how}",
+                held.as_secs_f64()
+            ),
+            reference(&ObjectRef::new("Node", "", node)),
+        );
+    }
+
     /// Logs each new configuration problem and posts it as a Warning on
     /// the object at fault; problems seen before are not posted again.
     pub fn problems(&self, issues: &[Issue], reported: &mut Reported) {

@@ -17,7 +17,7 @@ use k8s_openapi::{
 };
 use kube::{Api, Client, api::PostParams};
 
-use crate::election::{Record, WriteOutcome};
+use crate::election::{OwnLease, Record, RenewOutcome, WriteOutcome};
 
 /// Every Lease the agent writes carries this label, and only those are watched.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "speaker");
@@ -29,6 +29,12 @@ pub const VIP_ANNOTATION: &str = "speaker.metal/vip";
 pub const INSTANCE_ANNOTATION: &str = "speaker.metal/instance";
 /// On a released VIP lease: the node that released it.
 pub const RELEASED_BY_ANNOTATION: &str = "speaker.metal/released-by";
+/// On a node lease: the peers its node needs a promise from to keep
+/// answering through an API outage (comma-separated node names).
+pub const WITNESSES_ANNOTATION: &str = "speaker.metal/witnesses";
+/// On a node lease: the sequence number of the renewal that wrote it, so
+/// its agent knows which of its renewals a version comes from.
+pub const RENEWAL_ANNOTATION: &str = "speaker.metal/renewal";
 
 pub fn node_lease_name(node: &str) -> String {
     format!("speaker-node-{node}")
@@ -90,6 +96,34 @@ pub fn kind(lease: &Lease) -> Option<Kind> {
         .map(Kind::Vip)
 }
 
+fn annotation<'a>(lease: &'a Lease, key: &str) -> Option<&'a str> {
+    lease
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// The witnesses a node lease names.
+pub fn witnesses(lease: &Lease) -> Vec<String> {
+    annotation(lease, WITNESSES_ANNOTATION)
+        .unwrap_or_default()
+        .split(',')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// A version of our own node lease as the election orders it.
+fn own_lease(lease: &Lease) -> Option<OwnLease> {
+    Some(OwnLease {
+        rv: lease.metadata.resource_version.clone()?,
+        seq: annotation(lease, RENEWAL_ANNOTATION)?.parse().ok()?,
+        witnesses: witnesses(lease),
+    })
+}
+
 fn now() -> MicroTime {
     MicroTime(Timestamp::now())
 }
@@ -123,12 +157,7 @@ pub struct Leases {
 /// The instance a node lease names: `Some("")` once released by a clean
 /// stop, `None` when it names none (written by an older version).
 fn instance_of(lease: &Lease) -> Option<&str> {
-    lease
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(INSTANCE_ANNOTATION)
-        .map(String::as_str)
+    annotation(lease, INSTANCE_ANNOTATION)
 }
 
 impl Leases {
@@ -156,7 +185,9 @@ impl Leases {
     pub async fn acquire(&self, lease_duration: Duration) -> Result<(), LeaseError> {
         let name = node_lease_name(&self.node);
         let Some(mut lease) = self.api.get_opt(&name).await? else {
-            return self.renew().await;
+            let created = self.create_own(0, &[]).await?;
+            self.keep(created);
+            return Ok(());
         };
         let other = instance_of(&lease).unwrap_or("unknown").to_string();
         if !(other.is_empty() || other == self.instance) {
@@ -171,7 +202,8 @@ impl Leases {
             }
         }
         // Replaced only at the version seen: a renewal meanwhile fails it.
-        let written = match self.write(lease).await {
+        // It names no witnesses: this process holds nothing yet.
+        let written = match self.write(lease, 0, &[]).await {
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 return Err(LeaseError::Duplicate {
                     node: self.node.clone(),
@@ -191,28 +223,45 @@ impl Leases {
         }
     }
 
-    /// Renews this node's lease from the one last written (created when
-    /// there is none yet), and keeps the result for the next renewal. A
-    /// lease another agent has taken meanwhile is never written.
-    pub async fn renew(&self) -> Result<(), LeaseError> {
+    /// Renews this node's lease at version `base` (the one last written
+    /// when `None`; created when there is none yet), naming renewal `seq`
+    /// and `witnesses`. A 409 is not retried: the answer carries the lease
+    /// as it is, and the next renewal goes from there. A lease another
+    /// agent has taken meanwhile is never written.
+    pub async fn renew(
+        &self,
+        base: Option<String>,
+        seq: u64,
+        witnesses: &[String],
+    ) -> Result<RenewOutcome, LeaseError> {
         let current = self.own.lock().ok().and_then(|l| l.clone());
         let written = match current {
-            None => self.create_own().await?,
-            Some(lease) => match self.write(lease).await {
-                // Our copy is stale (a renewal overtaken by another):
-                // renew from the current lease, if it is still ours.
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    let fresh = self.api.get(&node_lease_name(&self.node)).await?;
-                    if instance_of(&fresh) != Some(self.instance.as_str()) {
-                        return Err(self.duplicate(&fresh));
-                    }
-                    self.write(fresh).await?
+            None => self.create_own(seq, witnesses).await?,
+            Some(mut lease) => {
+                if base.is_some() {
+                    lease.metadata.resource_version = base;
                 }
-                other => other?,
-            },
+                match self.write(lease, seq, witnesses).await {
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        let fresh = self.api.get(&node_lease_name(&self.node)).await?;
+                        if instance_of(&fresh) != Some(self.instance.as_str()) {
+                            return Err(self.duplicate(&fresh));
+                        }
+                        let current = own_lease(&fresh);
+                        self.keep(fresh);
+                        return Ok(RenewOutcome::Conflict { current });
+                    }
+                    other => other?,
+                }
+            }
         };
+        let rv = written
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
         self.keep(written);
-        Ok(())
+        Ok(RenewOutcome::Renewed { rv })
     }
 
     /// Marks the node lease released (a clean stop), so a successor on this
@@ -221,11 +270,9 @@ impl Leases {
         let Some(mut lease) = self.own.lock().ok().and_then(|l| l.clone()) else {
             return Ok(());
         };
-        lease
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(INSTANCE_ANNOTATION.to_string(), String::new());
+        let annotations = lease.metadata.annotations.get_or_insert_default();
+        annotations.insert(INSTANCE_ANNOTATION.to_string(), String::new());
+        annotations.remove(WITNESSES_ANNOTATION);
         let name = node_lease_name(&self.node);
         self.api
             .replace(&name, &PostParams::default(), &lease)
@@ -239,7 +286,7 @@ impl Leases {
         }
     }
 
-    async fn create_own(&self) -> kube::Result<Lease> {
+    async fn create_own(&self, seq: u64, witnesses: &[String]) -> kube::Result<Lease> {
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(node_lease_name(&self.node)),
@@ -251,26 +298,25 @@ impl Leases {
             },
             spec: None,
         };
-        self.api
-            .create(&PostParams::default(), &self.stamped(lease))
-            .await
+        let lease = self.stamped(lease, seq, witnesses);
+        self.api.create(&PostParams::default(), &lease).await
     }
 
     /// Writes `lease` renewed and naming this instance, at its version.
-    async fn write(&self, lease: Lease) -> kube::Result<Lease> {
+    async fn write(&self, lease: Lease, seq: u64, witnesses: &[String]) -> kube::Result<Lease> {
         let name = node_lease_name(&self.node);
+        let lease = self.stamped(lease, seq, witnesses);
         self.api
-            .replace(&name, &PostParams::default(), &self.stamped(lease))
+            .replace(&name, &PostParams::default(), &lease)
             .await
     }
 
-    fn stamped(&self, mut lease: Lease) -> Lease {
+    fn stamped(&self, mut lease: Lease, seq: u64, witnesses: &[String]) -> Lease {
         lease.spec = Some(self.spec(lease.spec.take()));
-        lease
-            .metadata
-            .annotations
-            .get_or_insert_default()
-            .insert(INSTANCE_ANNOTATION.to_string(), self.instance.clone());
+        let annotations = lease.metadata.annotations.get_or_insert_default();
+        annotations.insert(INSTANCE_ANNOTATION.to_string(), self.instance.clone());
+        annotations.insert(RENEWAL_ANNOTATION.to_string(), seq.to_string());
+        annotations.insert(WITNESSES_ANNOTATION.to_string(), witnesses.join(","));
         lease
     }
 
@@ -285,13 +331,14 @@ impl Leases {
         }
     }
 
-    /// The current resourceVersion of `node`'s lease, read afresh.
-    pub async fn read_node(&self, node: &str) -> kube::Result<Option<String>> {
+    /// The current resourceVersion of `node`'s lease and the witnesses it
+    /// names, read afresh.
+    pub async fn read_node(&self, node: &str) -> kube::Result<Option<(String, Vec<String>)>> {
         Ok(self
             .api
             .get_opt(&node_lease_name(node))
             .await?
-            .and_then(|l| l.metadata.resource_version))
+            .and_then(|l| Some((l.metadata.resource_version.clone()?, witnesses(&l)))))
     }
 
     /// A VIP's record, read afresh (`None`: there is none).

@@ -180,6 +180,7 @@ impl Key {
             Key::Node(node) => Event::NodeLease {
                 node: node.clone(),
                 rv: lease.and_then(|l| l.metadata.resource_version.clone()),
+                witnesses: lease.map(leases::witnesses).unwrap_or_default(),
             },
             Key::Vip(vip) => Event::Record {
                 vip: *vip,

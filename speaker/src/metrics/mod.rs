@@ -109,6 +109,17 @@ pub struct Metrics {
     pub repairs: u64,
     /// The last repair pass found nothing to repair.
     pub consistent: bool,
+    /// Witness side: promises given and refused to owners cut off from the
+    /// API, and fences taken for takers.
+    pub holds_granted: u64,
+    pub holds_refused: u64,
+    pub fences: u64,
+    /// Owner side: entries kept alive on promises now.
+    pub holding: bool,
+    /// Holds that ended, and how long they lasted.
+    pub holds_ended: u64,
+    /// Datagrams on the peer port that failed authentication.
+    pub peer_rejected: u64,
 }
 
 /// What the listener serves.
@@ -225,6 +236,31 @@ impl Page for Metrics {
                 "Map entries that differed from the election's view.",
                 self.repairs,
             ),
+            (
+                "speaker_holds_granted_total",
+                "Promises given to peers cut off from the API.",
+                self.holds_granted,
+            ),
+            (
+                "speaker_holds_refused_total",
+                "Promises refused (this node reaches the API, or fenced the asker).",
+                self.holds_refused,
+            ),
+            (
+                "speaker_fences_total",
+                "Fences taken on an owner for a peer about to take over from it.",
+                self.fences,
+            ),
+            (
+                "speaker_holds_ended_total",
+                "Times this node stopped answering on peers' promises.",
+                self.holds_ended,
+            ),
+            (
+                "speaker_peer_messages_rejected_total",
+                "Datagrams on the peer port that failed authentication.",
+                self.peer_rejected,
+            ),
         ] {
             e.counter(name, help, value);
         }
@@ -281,6 +317,11 @@ impl Page for Metrics {
             "speaker_vips_owned",
             "VIPs this node answers for.",
             self.vips_owned as f64,
+        );
+        e.gauge(
+            "speaker_holding",
+            "1 while this node answers on its peers' promises, its renewals failing.",
+            f64::from(u8::from(self.holding)),
         );
         if let Some(c) = &self.xdp {
             e.counters(

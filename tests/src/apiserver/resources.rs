@@ -47,6 +47,7 @@ pub const SERVICES: Gvr = Gvr::new("", "v1", "services");
 pub const NODES: Gvr = Gvr::new("", "v1", "nodes");
 pub const EVENTS: Gvr = Gvr::new("", "v1", "events");
 pub const NAMESPACES: Gvr = Gvr::new("", "v1", "namespaces");
+pub const SECRETS: Gvr = Gvr::new("", "v1", "secrets");
 pub const ENDPOINT_SLICES: Gvr = Gvr::new("discovery.k8s.io", "v1", "endpointslices");
 pub const LEASES: Gvr = Gvr::new("coordination.k8s.io", "v1", "leases");
 pub const EVENTS_V1: Gvr = Gvr::new("events.k8s.io", "v1", "events");
@@ -78,6 +79,7 @@ pub static RESOURCES: &[ResourceKind] = &[
     res(NODES, "Node", false, true),
     res(EVENTS, "Event", true, false),
     res(NAMESPACES, "Namespace", false, false),
+    res(SECRETS, "Secret", true, false),
     res(ENDPOINT_SLICES, "EndpointSlice", true, false),
     res(LEASES, "Lease", true, false),
     res(EVENTS_V1, "Event", true, false),
