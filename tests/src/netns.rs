@@ -73,6 +73,23 @@ impl Netns {
         .map(drop)
     }
 
+    /// Drops (`on`) or lets through again UDP to and from `port` in this
+    /// namespace only (its own iptables).
+    pub fn block_udp_port(&self, port: u16, on: bool) -> Result<()> {
+        let op = if on { "-A" } else { "-D" };
+        let port = port.to_string();
+        for (chain, dir) in [
+            ("INPUT", "--dport"),
+            ("OUTPUT", "--dport"),
+            ("INPUT", "--sport"),
+        ] {
+            run(self
+                .command("iptables")
+                .args([op, chain, "-p", "udp", dir, &port, "-j", "DROP"]))?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` on a thread that has entered this namespace.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
         let fd = self.fd.as_raw_fd();

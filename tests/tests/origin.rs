@@ -120,23 +120,7 @@ fn a_node_cut_off_from_the_api_goes_silent_before_another_answers() {
     let _ = prober.wait();
 
     let replies = vip_replies(&s, cap);
-    let (old, new) = (mac_of(&s, &first), mac_of(&s, &second));
-    assert!(
-        replies.iter().all(|(_, m)| *m == old || *m == new),
-        "a third node answered"
-    );
-    let last_old = replies
-        .iter()
-        .filter(|(_, m)| *m == old)
-        .map(|(t, _)| *t)
-        .max()
-        .expect("answers before");
-    let first_new = replies
-        .iter()
-        .filter(|(_, m)| *m == new)
-        .map(|(t, _)| *t)
-        .min()
-        .expect("answers after");
+    let (last_old, first_new) = handover(&replies, mac_of(&s, &first), mac_of(&s, &second));
     assert!(
         last_old < first_new,
         "overlap: the old owner answered {} ms after the new one started",
@@ -146,6 +130,39 @@ fn a_node_cut_off_from_the_api_goes_silent_before_another_answers() {
     assert!(
         last_old < cut_at + 1_600_000_000,
         "the cut-off owner kept answering"
+    );
+}
+
+/// Cut off from the API and from its peers, the owner gets no promise:
+/// it goes silent at its expiry, and only then does another node answer.
+#[test]
+fn an_owner_cut_off_from_the_api_and_its_peers_goes_silent_then_is_taken_over() {
+    let s = running(&[VIP]);
+    let first = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
+    let mut prober = probe(&s, 300);
+    std::thread::sleep(Duration::from_millis(500));
+    let i = s.index(&first);
+    s.lan.fronts[i]
+        .ns
+        .block_udp_port(7475, true)
+        .expect("iptables");
+    let cut_at = now_ns();
+    s.lan
+        .cluster
+        .node_listener(i)
+        .expect("stand-in listener")
+        .close();
+    let second = s.settled(VIP, Duration::from_secs(6), |h| h != first);
+    let _ = prober.wait();
+    let replies = vip_replies(&s, cap);
+    let (last_old, first_new) = handover(&replies, mac_of(&s, &first), mac_of(&s, &second));
+    assert!(last_old < first_new, "both answered at once");
+    // At its expiry: the renew deadline (1.5 s) after its last renewal.
+    assert!(
+        last_old < cut_at + 1_600_000_000,
+        "the owner kept answering {} ms after the cut",
+        (last_old - cut_at) / 1_000_000
     );
 }
 
@@ -193,23 +210,7 @@ fn one_node_lease_renewal_delayed_1_2_s_costs_nothing_on_the_wire() {
     let _ = prober.wait();
     let replies = vip_replies(&s, cap);
 
-    let mac = mac_of(&s, &owner);
-    assert!(
-        replies.iter().all(|(_, m)| *m == mac),
-        "another node answered"
-    );
-    let gap = replies
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .max()
-        .expect("replies");
-    // Probes go out every 20 ms; a lapse costs at least a record write and
-    // a reply or more.
-    assert!(
-        gap < 100_000_000,
-        "a {} ms gap in the answers",
-        gap / 1_000_000
-    );
+    assert_answered_throughout(&replies, mac_of(&s, &owner));
     assert_eq!(s.record(VIP), record, "the ownership record was written");
 }
 
@@ -241,21 +242,7 @@ fn a_minute_without_the_api_costs_nothing_on_the_wire() {
     let _ = prober.wait();
     let replies = vip_replies(&s, cap);
 
-    let mac = mac_of(&s, &owner);
-    assert!(
-        replies.iter().all(|(_, m)| *m == mac),
-        "another node answered"
-    );
-    let gap = replies
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .max()
-        .expect("replies");
-    assert!(
-        gap < 100_000_000,
-        "a {} ms gap in the answers",
-        gap / 1_000_000
-    );
+    assert_answered_throughout(&replies, mac_of(&s, &owner));
     assert!(
         replies.len() > 3000,
         "only {} of 3300 probes answered",
@@ -401,6 +388,44 @@ fn vip_replies(s: &Scenario, cap: Capture) -> Vec<(u64, [u8; 6])> {
         .filter(|(_, a)| a.op == 2 && a.spa == ipv4(VIP) && a.eth_dst == s.lan.client_mac)
         .map(|(t, a)| (t, a.sha))
         .collect()
+}
+
+/// Asserts that only `mac` answered, with no gap: probes go out every
+/// 20 ms, and a lapse costs at least a record write and a reply or more.
+fn assert_answered_throughout(replies: &[(u64, [u8; 6])], mac: [u8; 6]) {
+    assert!(
+        replies.iter().all(|(_, m)| *m == mac),
+        "another node answered"
+    );
+    let gap = replies
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .expect("replies");
+    assert!(
+        gap < 100_000_000,
+        "a {} ms gap in the answers",
+        gap / 1_000_000
+    );
+}
+
+/// When the `old` owner last answered and the `new` one first did;
+/// asserts that no third node answered.
+fn handover(replies: &[(u64, [u8; 6])], old: [u8; 6], new: [u8; 6]) -> (u64, u64) {
+    assert!(
+        replies.iter().all(|(_, m)| *m == old || *m == new),
+        "a third node answered"
+    );
+    let times = |mac: [u8; 6]| {
+        replies
+            .iter()
+            .filter(move |(_, m)| *m == mac)
+            .map(|(t, _)| *t)
+    };
+    let (Some(last_old), Some(first_new)) = (times(old).max(), times(new).min()) else {
+        panic!("no answers from one of the two");
+    };
+    (last_old, first_new)
 }
 
 fn now_ns() -> u64 {

@@ -136,6 +136,12 @@ enum Blip {
     SlowRenewal,
     LostRenewal,
     RecordRolledBack,
+    /// Every listener of the API closed for 10 s.
+    ApiOutage,
+    /// The owner's own listener closed for 5 s: it must hand over.
+    OwnerCutOff,
+    /// The owner cut off from the API and from its peers for 5 s.
+    OwnerIsolated,
 }
 
 impl Blip {
@@ -144,6 +150,18 @@ impl Blip {
             Blip::SlowRenewal => "one node-lease renewal answered 1.2 s late",
             Blip::LostRenewal => "one node-lease renewal failing (HTTP 500)",
             Blip::RecordRolledBack => "the VIP's record restored to an older holder",
+            Blip::ApiOutage => "the whole API unreachable for 10 s",
+            Blip::OwnerCutOff => "the owner cut off from the API (its peers keep it): hands over",
+            Blip::OwnerIsolated => "the owner cut off from the API and its peers: hands over",
+        }
+    }
+
+    /// How long the fault lasts.
+    fn lasts(self) -> Duration {
+        match self {
+            Blip::ApiOutage => Duration::from_secs(10),
+            Blip::OwnerCutOff | Blip::OwnerIsolated => Duration::from_secs(5),
+            _ => Duration::ZERO,
         }
     }
 
@@ -154,6 +172,12 @@ impl Blip {
                 "Cilium and kube-vip: a renewal missing its deadline loses the lease and the VIP (announcements stop until re-elected); MetalLB L2: no lease, unaffected"
             }
             Blip::RecordRolledBack => "not covered by the anchors' documentation",
+            Blip::ApiOutage => {
+                "Cilium and kube-vip: every VIP stops being announced once the lease lapses (seconds); MetalLB L2: keeps answering, with documented split brain when nodes disagree"
+            }
+            Blip::OwnerCutOff | Blip::OwnerIsolated => {
+                "Cilium and kube-vip: the lease lapses, another node is elected (10-20 s at defaults); MetalLB L2: memberlist decides, the API is not involved"
+            }
         }
     }
 }
@@ -162,14 +186,21 @@ fn dark_time(md: &mut String) -> Result<()> {
     writeln!(md, "### Dark time under API trouble\n")?;
     writeln!(
         md,
-        "The same testbed; {TRIALS} trials per fault. *Dark*: the longest gap between the owner's replies to a prober asking every 10 ms, less the probe interval, from just before the fault to 3 s after. *Moved*: trials in which another node answered. Target: 0 ms for a slow or lost renewal. In ms.\n"
+        "The same testbed; {TRIALS} trials per fault. *Dark*: the longest gap between replies (from any node) to a prober asking every 10 ms, less the probe interval, from just before the fault to 3 s after it ends. *Moved*: trials in which another node answered. Target: 0 ms for a slow or lost renewal and for a whole-API outage (the owner holds on its peers' promises); a cut-off owner must hand over, silent before another answers. In ms.\n"
     )?;
     writeln!(
         md,
         "| fault | dark p50 | dark p99 | dark max | moved | the anchors (documented) |"
     )?;
     writeln!(md, "|---|---:|---:|---:|---:|---|")?;
-    for blip in [Blip::SlowRenewal, Blip::LostRenewal, Blip::RecordRolledBack] {
+    for blip in [
+        Blip::SlowRenewal,
+        Blip::LostRenewal,
+        Blip::RecordRolledBack,
+        Blip::ApiOutage,
+        Blip::OwnerCutOff,
+        Blip::OwnerIsolated,
+    ] {
         eprintln!("bench: {} x{TRIALS}", blip.label());
         let (dark, moved) = blip_trials(blip)?;
         writeln!(
@@ -224,6 +255,9 @@ fn blip_trials(blip: Blip) -> Result<(Vec<f64>, usize)> {
             Blip::RecordRolledBack => {
                 s.lan.cluster.replace(&LEASES, older.clone())?;
             }
+            Blip::ApiOutage => cut_off(&s, &[0, 1, 2], false, blip.lasts())?,
+            Blip::OwnerCutOff => cut_off(&s, &[s.index(&owner)], false, blip.lasts())?,
+            Blip::OwnerIsolated => cut_off(&s, &[s.index(&owner)], true, blip.lasts())?,
         }
         std::thread::sleep(Duration::from_secs(3));
         drop(prober);
@@ -249,6 +283,30 @@ fn blip_trials(blip: Blip) -> Result<(Vec<f64>, usize)> {
     dark.sort_by(f64::total_cmp);
     Ok((dark, moved))
 }
+
+/// Front nodes `fronts` cut off from the API (and from their peers when
+/// `peers`) for `lasts`, then back.
+fn cut_off(s: &Scenario, fronts: &[usize], peers: bool, lasts: Duration) -> Result<()> {
+    for &i in fronts {
+        s.lan.cluster.node_listener(i).context("listener")?.close();
+        if peers {
+            s.lan.fronts[i].ns.block_udp_port(PEER_PORT, true)?;
+        }
+    }
+    std::thread::sleep(lasts);
+    for &i in fronts {
+        let ns = &s.lan.fronts[i].ns;
+        let listener = s.lan.cluster.node_listener(i).context("listener")?;
+        ns.enter(|| listener.reopen())??;
+        if peers {
+            ns.block_udp_port(PEER_PORT, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where the agents talk (their default).
+const PEER_PORT: u16 = 7475;
 
 /// Asks for the VIP from a made-up sender every 10 ms until dropped.
 struct Prober {
