@@ -310,47 +310,48 @@ impl Maps {
 
     /// Conflicts per VIP; the MAC is the latest seen on any CPU.
     pub fn conflicts(&self) -> Result<Vec<(VipKey, Conflict)>, DataplaneError> {
-        let mut out = Vec::new();
-        for item in self.conflicts.iter() {
-            let (key, per_cpu) = item.map_err(|source| DataplaneError::Map {
-                map: CONFLICTS_MAP,
-                source,
-            })?;
-            let mut sum = Conflict {
-                count: 0,
-                last_seen_ns: 0,
-                last_mac: [0; 6],
-                _pad: [0; 2],
-            };
-            for c in per_cpu.iter() {
-                sum.count += c.count;
-                if c.count > 0 && c.last_seen_ns >= sum.last_seen_ns {
-                    sum.last_seen_ns = c.last_seen_ns;
-                    sum.last_mac = c.last_mac;
-                }
+        let zero = Conflict {
+            count: 0,
+            last_seen_ns: 0,
+            last_mac: [0; 6],
+            _pad: [0; 2],
+        };
+        per_vip(&self.conflicts, CONFLICTS_MAP, zero, |sum, c| {
+            sum.count += c.count;
+            if c.count > 0 && c.last_seen_ns >= sum.last_seen_ns {
+                sum.last_seen_ns = c.last_seen_ns;
+                sum.last_mac = c.last_mac;
             }
-            out.push((key, sum));
-        }
-        Ok(out)
+        })
     }
 
     /// Requests and answers per VIP.
     pub fn vip_stats(&self) -> Result<Vec<(VipKey, VipStats)>, DataplaneError> {
-        let mut out = Vec::new();
-        for item in self.stats.iter() {
-            let (key, per_cpu) = item.map_err(|source| DataplaneError::Map {
-                map: VIP_STATS_MAP,
-                source,
-            })?;
-            let mut sum = VipStats::default();
-            for s in per_cpu.iter() {
-                sum.requests += s.requests;
-                sum.replies += s.replies;
-            }
-            out.push((key, sum));
-        }
-        Ok(out)
+        per_vip(&self.stats, VIP_STATS_MAP, VipStats::default(), |sum, s| {
+            sum.requests += s.requests;
+            sum.replies += s.replies;
+        })
     }
+}
+
+/// Every entry of a per-CPU map keyed by VIP, its CPUs' values folded
+/// into one by `add` from `zero`.
+fn per_vip<T: aya::Pod + Copy>(
+    map: &PerCpuHashMap<MapData, VipKey, T>,
+    name: &'static str,
+    zero: T,
+    add: impl Fn(&mut T, &T),
+) -> Result<Vec<(VipKey, T)>, DataplaneError> {
+    let mut out = Vec::new();
+    for item in map.iter() {
+        let (key, per_cpu) = item.map_err(|source| DataplaneError::Map { map: name, source })?;
+        let mut sum = zero;
+        for v in per_cpu.iter() {
+            add(&mut sum, v);
+        }
+        out.push((key, sum));
+    }
+    Ok(out)
 }
 
 impl Drop for Dataplane {

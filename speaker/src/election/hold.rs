@@ -182,17 +182,17 @@ impl Holds {
     }
 
     /// Taker: a witness answered fence request `req`: its last promise
-    /// runs `remaining` more (on its clock). Returns the owner it was for.
-    pub fn fence_answered(&mut self, now: Mono, req: u64, remaining: Mono) -> Option<String> {
+    /// runs `remaining` more (on its clock). Answers to no fence of ours
+    /// (late, duplicated) change nothing.
+    pub fn fence_answered(&mut self, now: Mono, req: u64, remaining: Mono) {
         let margin = self.margin();
-        let (owner, fence) = self
-            .fences
-            .iter_mut()
-            .find(|(_, f)| matches!(f.state, FenceState::Asking { req: r, .. } if r == req))?;
-        // Stretched for the witness's clock running slow against ours.
-        let at = now + remaining + remaining / 10 + margin;
-        fence.state = FenceState::Until { at };
-        Some(owner.clone())
+        let asked =
+            |f: &&mut Fence| matches!(f.state, FenceState::Asking { req: r, .. } if r == req);
+        if let Some(fence) = self.fences.values_mut().find(asked) {
+            // Stretched for the witness's clock running slow against ours.
+            let at = now + remaining + remaining / 10 + margin;
+            fence.state = FenceState::Until { at };
+        }
     }
 }
 

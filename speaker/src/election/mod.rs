@@ -778,11 +778,10 @@ impl Election {
         if self.last_answer.is_none_or(|(s, _)| sent_at >= s) {
             self.last_answer = Some((sent_at, ok));
         }
-        let newest = |own: &Option<OwnLease>, seq: u64| own.as_ref().is_none_or(|o| seq > o.seq);
         match outcome {
             RenewOutcome::Renewed { rv } => {
                 if let Some(r) = sent
-                    && newest(&self.own, req)
+                    && self.own.as_ref().is_none_or(|o| req > o.seq)
                 {
                     self.own = Some(OwnLease {
                         rv,
