@@ -216,19 +216,7 @@ fn a_minute_without_the_api_costs_nothing_on_the_wire() {
     // 20 ms apart for the minute and a few seconds either side.
     let mut prober = probe(&s, 3300);
     std::thread::sleep(Duration::from_millis(1000));
-    let listeners: Vec<_> = (0..3)
-        .map(|i| s.lan.cluster.node_listener(i).expect("stand-in listener"))
-        .collect();
-    listeners.iter().for_each(|l| l.close());
-    std::thread::sleep(Duration::from_secs(60));
-    // Each listener is bound inside its front's namespace again.
-    for (i, l) in listeners.iter().enumerate() {
-        s.lan.fronts[i]
-            .ns
-            .enter(|| l.reopen())
-            .expect("enter")
-            .expect("reopen");
-    }
+    api_outage(&s, Duration::from_secs(60));
     let _ = prober.wait();
     let replies = vip_replies(&s, cap);
 
@@ -243,6 +231,47 @@ fn a_minute_without_the_api_costs_nothing_on_the_wire() {
         s.metrics(&owner).contains("speaker_holds_ended_total 1"),
         "the hold did not end once"
     );
+}
+
+/// The agents' watches back off while the API is away; the owner names
+/// as witnesses only peers whose leases it saw renewed, so unless the
+/// lease watch is back soon after the API, a second outage finds no
+/// witness named and the owner goes silent at its expiry.
+#[test]
+fn a_second_outage_soon_after_the_first_costs_nothing_either() {
+    let s = running(&[VIP]);
+    let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
+    let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
+    let mut prober = probe(&s, 1100);
+    std::thread::sleep(Duration::from_millis(1000));
+    api_outage(&s, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    api_outage(&s, Duration::from_secs(5));
+    let _ = prober.wait();
+    let replies = vip_replies(&s, cap);
+
+    assert_answered_throughout(&replies, mac_of(&s, &owner));
+    assert!(
+        s.metrics(&owner).contains("speaker_holds_ended_total 2"),
+        "the owner did not hold through both outages"
+    );
+}
+
+/// Every API listener closed for `lasts`, then bound again inside its
+/// front's namespace.
+fn api_outage(s: &Scenario, lasts: Duration) {
+    let listeners: Vec<_> = (0..s.lan.fronts.len())
+        .map(|i| s.lan.cluster.node_listener(i).expect("stand-in listener"))
+        .collect();
+    listeners.iter().for_each(|l| l.close());
+    std::thread::sleep(lasts);
+    for (i, l) in listeners.iter().enumerate() {
+        s.lan.fronts[i]
+            .ns
+            .enter(|| l.reopen())
+            .expect("enter")
+            .expect("reopen");
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! retried with backoff, never fatal: an unreachable API server only delays
 //! the agent, whose data plane meanwhile expires on its own.
 
-use std::{collections::BTreeSet, fmt::Debug, net::IpAddr};
+use std::{collections::BTreeSet, fmt::Debug, net::IpAddr, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -110,12 +110,28 @@ where
     store
 }
 
+/// Retries of the lease watch: at most about a second apart, not the 30 s
+/// kube-runtime allows by default. An owner names as witnesses only the
+/// peers whose leases it saw renewed, so after an outage it can hold again
+/// only once this watch is back; a second outage soon after the first
+/// must find the witnesses named. A label-selected list of small objects,
+/// retried no more often than the agent renews its own lease.
+fn lease_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_millis(500))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
 /// Watches the election's Leases in `namespace` and feeds them to the
 /// election as events, deletions included (also those a re-list implies).
 pub fn leases(client: &Client, namespace: &str, events: mpsc::UnboundedSender<Event>) {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let cfg = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    let stream = watcher(api, cfg).default_backoff();
+    let stream = watcher(api, cfg).backoff(lease_backoff());
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         // Objects known before a re-list, to report those it no longer has.
