@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use speaker_tests::{
-    apiserver::{EVENTS, EVENTS_V1, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS, SERVICES},
+    apiserver::{
+        EVENTS, EVENTS_V1, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS, SERVICE_L2_STATUSES, SERVICES,
+    },
     require_privileges,
     scenario::Scenario,
     wait_for,
@@ -28,18 +30,50 @@ fn running(vips: &[&str]) -> Scenario {
 fn ownership_moves_on_sigterm_and_on_sigkill_after_the_lease() {
     let mut s = running(&[VIP]);
     let first = s.settled(VIP, Duration::from_secs(10), |_| true);
+    l2_status_names(&s, &first);
 
     // Graceful: the owner removes its entry, releases; a peer takes over.
     let mut a = s.take(&first).expect("agent");
     assert!(a.terminate().expect("stop").success(), "{}", a.log());
     let second = s.settled(VIP, Duration::from_secs(2), |h| h != first);
+    l2_status_names(&s, &second);
 
-    // Crash: nobody releases; a peer takes over after the lease duration.
+    // Crash: nobody releases; a peer takes over after the lease duration,
+    // and clears the dead owner's ServiceL2Status.
     let b = s.take(&second).expect("agent");
     b.signal(libc::SIGKILL);
-    s.settled(VIP, Duration::from_secs(6), |h| h != first && h != second);
+    let third = s.settled(VIP, Duration::from_secs(6), |h| h != first && h != second);
+    l2_status_names(&s, &third);
     drop((a, b));
     s.assert_agents_granted();
+}
+
+/// Waits until MetalLB's ServiceL2Status objects say, as MetalLB writes
+/// them, that `node` alone announces the Service: one object, `l2-*`,
+/// labelled and with a status naming the node and the Service.
+fn l2_status_names(s: &Scenario, node: &str) {
+    let ns = s.lan.cluster.namespace().to_string();
+    let want = json!({"node": node, "serviceName": "nginx-0", "serviceNamespace": ns});
+    let mut seen = Vec::new();
+    let shown = wait_for(Duration::from_secs(5), || {
+        seen = s
+            .lan
+            .cluster
+            .list_in(&SERVICE_L2_STATUSES, &ns)
+            .unwrap_or_default();
+        seen.len() == 1
+            && seen[0]["status"] == want
+            && seen[0]["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("l2-"))
+            && seen[0]["metadata"]["labels"]
+                == json!({
+                    "metallb.io/node": node,
+                    "metallb.io/service-name": "nginx-0",
+                    "metallb.io/service-namespace": ns,
+                })
+    });
+    assert!(shown.is_some(), "ServiceL2Status for {node}: {seen:#?}");
 }
 
 #[test]

@@ -241,13 +241,18 @@ fn the_grafana_dashboard_queries_only_metrics_we_export() {
     };
     // A label set in every family: empty families print nothing.
     let ip: std::net::IpAddr = "198.18.0.10".parse().expect("ip");
-    let agent = Metrics {
+    let mut agent = Metrics {
         xdp: Some(Default::default()),
         announced: vec![("default/web".into(), ip)],
         vips: [(ip, Default::default())].into(),
         conflicts: [(ip, 1)].into(),
+        stopped: [(speaker::election::Lost::Handover, 1)].into(),
         ..Metrics::default()
     };
+    agent.took_over(
+        speaker::election::Gained::Takeover,
+        std::time::Duration::from_secs(2),
+    );
     let controller = ControllerMetrics {
         pools: vec![PoolCount {
             pool: "main".into(),

@@ -80,16 +80,21 @@ impl Local {
             .map_or(&[], |p| p.services.as_slice())
     }
 
-    /// The links this node announces `vip` on: the plan's interfaces, or
-    /// the default ones.
-    pub fn links(&mut self, vip: IpAddr) -> Vec<Link> {
-        let names: Vec<String> = self
-            .plan
+    /// The interfaces the plan names for `vip` on this node (none: the
+    /// default links).
+    pub fn interfaces(&self, vip: IpAddr) -> Vec<String> {
+        self.plan
             .vips
             .get(&vip)
             .and_then(|p| p.nodes.get(&self.node))
             .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// The links this node announces `vip` on: the plan's interfaces, or
+    /// the default ones.
+    pub fn links(&mut self, vip: IpAddr) -> Vec<Link> {
+        let names = self.interfaces(vip);
         if names.is_empty() {
             return self.default_links.clone();
         }

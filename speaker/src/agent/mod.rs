@@ -33,6 +33,7 @@ use crate::{
     k8s::{
         self,
         events::{Events, Reported},
+        l2status::{self, L2Statuses},
         leases::{LeaseError, Leases},
         preflight,
         watch::{self, ClusterStores},
@@ -192,6 +193,7 @@ async fn start(
         local: Local::new(&cfg.node, cfg.default_links.clone()),
         requests: Requests::new(leases, tx, metrics.clone(), cfg.timings.request_timeout),
         events,
+        l2status: L2Statuses::start(client.clone(), &cfg.namespace, &cfg.node),
         reported: Reported::default(),
         metrics,
         pending: Vec::new(),
@@ -235,6 +237,8 @@ struct Agent {
     local: Local,
     requests: Requests,
     events: Events,
+    /// Who announces what, as MetalLB's ServiceL2Status objects.
+    l2status: L2Statuses,
     reported: Reported,
     metrics: Arc<Mutex<Metrics>>,
     /// Events produced while acting, handled before the loop waits again.
@@ -309,9 +313,16 @@ impl Agent {
                 holder,
                 term,
             } => self.requests.write_record(req, vip, expect, holder, term),
-            Action::Install { vip, expires } => {
+            Action::Install {
+                vip,
+                expires,
+                gained,
+                since,
+            } => {
+                let took = Duration::from_nanos(now_ns().saturating_sub(since));
+                info!(%vip, reason = gained.label(), took = ?took, "now answering");
                 self.answer_on_planned_links(vip, expires);
-                metrics::update(&self.metrics, |m| m.takeovers += 1);
+                metrics::update(&self.metrics, |m| m.took_over(gained, took));
                 let node = self.election.node().to_string();
                 self.events
                     .node_assigned(self.local.services(vip), vip, &node);
@@ -321,9 +332,10 @@ impl Agent {
                     warn!(%vip, error = %format!("{e:#}"), "cannot refresh");
                 }
             }
-            Action::Remove { vip } => {
-                info!(%vip, "no longer answering");
+            Action::Remove { vip, why } => {
+                info!(%vip, reason = why.label(), "no longer answering");
                 self.answer.remove(vip);
+                metrics::update(&self.metrics, |m| *m.stopped.entry(why).or_default() += 1);
             }
         }
     }
@@ -456,6 +468,17 @@ impl Agent {
                 services.map(move |s| (format!("{}/{}", s.namespace, s.name), vip))
             })
             .collect();
+        // MetalLB's ServiceL2Status objects, written when this changes.
+        let l2: l2status::Announced = self
+            .answer
+            .answered()
+            .flat_map(|(vip, _)| {
+                let interfaces = self.local.interfaces(vip);
+                let services = self.local.services(vip).iter();
+                services.map(move |s| (s.clone(), interfaces.clone()))
+            })
+            .collect();
+        self.l2status.set(l2);
         let consistent = consistent && !self.local.any_failed();
         metrics::update(&self.metrics, |m| {
             m.announced = announced;

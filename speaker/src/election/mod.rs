@@ -307,11 +307,17 @@ pub enum Action {
         term: u64,
     },
     /// Start answering for `vip`, the entry expiring at `expires`; announce.
-    Install { vip: IpAddr, expires: Mono },
+    /// `gained` says how; the VIP needed a new owner since `since`.
+    Install {
+        vip: IpAddr,
+        expires: Mono,
+        gained: Gained,
+        since: Mono,
+    },
     /// Push an answered VIP's expiry to `expires`.
     Refresh { vip: IpAddr, expires: Mono },
-    /// Stop answering for `vip`.
-    Remove { vip: IpAddr },
+    /// Stop answering for `vip`, for `why`.
+    Remove { vip: IpAddr, why: Lost },
     /// Ask each of `peers` for a promise (see [`Event::HoldAsked`]).
     AskHold { round: u64, peers: Vec<String> },
     /// Answer `to`'s round `round`.
@@ -340,6 +346,52 @@ pub enum Action {
 }
 
 /// Where one VIP stands for this node.
+/// How this node came to answer for a VIP (a log field and a metric label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Gained {
+    /// Never held before (a new Service, or a fresh cluster).
+    New,
+    /// Released by its holder (a graceful handover).
+    Handover,
+    /// Taken over from a holder whose lease went stale (a crash, a node
+    /// cut off).
+    Takeover,
+    /// Ours on record but not answered (a restart, or our own lapse).
+    Reclaim,
+}
+
+/// Why this node stopped answering for a VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lost {
+    /// No longer eligible here, or shutting down: handed over.
+    Handover,
+    /// Our lease could not be renewed (nor held) in time.
+    Lapsed,
+    /// The record shows another holder or a newer term.
+    Superseded,
+}
+
+impl Gained {
+    pub fn label(self) -> &'static str {
+        match self {
+            Gained::New => "new",
+            Gained::Handover => "handover",
+            Gained::Takeover => "takeover",
+            Gained::Reclaim => "reclaim",
+        }
+    }
+}
+
+impl Lost {
+    pub fn label(self) -> &'static str {
+        match self {
+            Lost::Handover => "handover",
+            Lost::Lapsed => "lapsed",
+            Lost::Superseded => "superseded",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VipState {
     /// Not answering; contending when allowed.
@@ -354,8 +406,15 @@ pub enum VipState {
         rv: Option<String>,
         record_rv: Option<String>,
     },
-    /// Claim (term `term`) in flight, sent at `sent`.
-    Claiming { req: u64, term: u64, sent: Mono },
+    /// Claim (term `term`) in flight, sent at `sent`; how it came about
+    /// and since when the VIP needed an owner.
+    Claiming {
+        req: u64,
+        term: u64,
+        sent: Mono,
+        gained: Gained,
+        since: Mono,
+    },
     /// Answering, with the entry expiring at `expires`.
     Owning { term: u64, expires: Mono },
     /// Entry removed, release write in flight.
@@ -975,6 +1034,8 @@ impl Election {
         }
         // The watch may have shown a renewal since the read was served.
         let unchanged = self.peers.get(&holder).is_none_or(|s| s.rv == expected);
+        // The holder's last renewal we saw: when the VIP began to need us.
+        let stale_since = self.peers.get(&holder).map_or(now, |s| s.since);
         let (me, stopping) = (self.me.clone(), self.shutting_down);
         for (vip, _, _, record_rv) in waiting {
             let write = self.req();
@@ -1002,6 +1063,8 @@ impl Election {
                     req: write,
                     term,
                     sent: now,
+                    gained: Gained::Takeover,
+                    since: stale_since,
                 };
             }
         }
@@ -1020,6 +1083,10 @@ impl Election {
         let claimed = match v.state {
             VipState::Claiming { term, sent, .. } => Some((term, sent)),
             _ => None,
+        };
+        let (gained, since) = match v.state {
+            VipState::Claiming { gained, since, .. } => (gained, since),
+            _ => (Gained::Reclaim, now),
         };
         // A claim counts only if our lease stayed live since it was sent:
         // during a lapse a follower may have taken the VIP over, and a
@@ -1054,7 +1121,12 @@ impl Election {
                     && let Some(term) = claimed
                 {
                     v.state = VipState::Owning { term, expires };
-                    out.push(Action::Install { vip: *vip, expires });
+                    out.push(Action::Install {
+                        vip: *vip,
+                        expires,
+                        gained,
+                        since,
+                    });
                 }
             }
             WriteOutcome::Conflict | WriteOutcome::Failed => {
@@ -1163,7 +1235,12 @@ impl Election {
                 // Lost to a newer term, the record held by anyone else at
                 // any term (a restore), handing over, or lapsed (won back
                 // only through a new term): stop answering first.
-                out.push(Action::Remove { vip });
+                let why = match (current, handover) {
+                    (false, _) => Lost::Superseded,
+                    (true, true) => Lost::Handover,
+                    (true, false) => Lost::Lapsed,
+                };
+                out.push(Action::Remove { vip, why });
                 if let Some(v) = self.vips.get_mut(&vip) {
                     v.state = VipState::Following;
                 }
@@ -1197,6 +1274,13 @@ impl Election {
                 match step {
                     Step::Release => Self::release(v, vip, req, out),
                     Step::Claim => {
+                        let (gained, since) = match v.owner() {
+                            Some(r) if r.holder.as_deref() == Some(me.as_str()) => {
+                                (Gained::Reclaim, now)
+                            }
+                            Some(_) => (Gained::Handover, v.free_since.unwrap_or(now)),
+                            None => (Gained::New, v.free_since.unwrap_or(now)),
+                        };
                         let (expect, term) = (v.expect(), v.next_term());
                         out.push(Action::WriteRecord {
                             req,
@@ -1209,6 +1293,8 @@ impl Election {
                             req,
                             term,
                             sent: now,
+                            gained,
+                            since,
                         };
                     }
                     Step::Verify(holder) => {
@@ -1511,7 +1597,9 @@ mod tests {
         assert!(
             won.contains(&Action::Install {
                 vip,
-                expires: 1_500_000_000
+                expires: 1_500_000_000,
+                gained: Gained::New,
+                since: 0,
             }),
             "{won:?}"
         );
@@ -1530,13 +1618,111 @@ mod tests {
                 record: record("b", 0, "9"),
             },
         );
-        assert_eq!(out.first(), Some(&Action::Remove { vip }), "{out:?}");
+        assert_eq!(
+            out.first(),
+            Some(&Action::Remove {
+                vip,
+                why: Lost::Superseded
+            }),
+            "{out:?}"
+        );
         // Won back at once, above every term seen, over the restored record.
         assert!(
             out.iter().any(
                 |a| matches!(a, Action::WriteRecord { expect: Some(rv), term: 2, .. } if rv == "9")
             ),
             "{out:?}"
+        );
+    }
+
+    /// Drives `e` on ticks every 100 ms until `until`, every request
+    /// answered at once: our renewals succeed, a read finds the lease at
+    /// `peer_rv`, writes go through. What it did, in order.
+    fn drive(e: &mut Election, from: Mono, until: Mono, peer_rv: &str) -> Vec<Action> {
+        let mut done = Vec::new();
+        for now in (from..=until).step_by(100_000_000) {
+            let mut queue = vec![Event::Tick];
+            while let Some(ev) = queue.pop() {
+                for a in e.handle(now, ev) {
+                    match &a {
+                        Action::RenewNodeLease { req, .. } => queue.push(Event::RenewDone {
+                            req: *req,
+                            sent_at: now,
+                            outcome: RenewOutcome::Renewed {
+                                rv: format!("r{req}"),
+                            },
+                        }),
+                        Action::ReadNodeLease { req, .. } => queue.push(Event::NodeLeaseRead {
+                            req: *req,
+                            rv: Some(peer_rv.into()),
+                            witnesses: Vec::new(),
+                            ok: true,
+                        }),
+                        Action::WriteRecord {
+                            req, holder, term, ..
+                        } => queue.push(Event::WriteDone {
+                            req: *req,
+                            outcome: WriteOutcome::Written(Record {
+                                holder: holder.clone(),
+                                term: *term,
+                                rv: format!("w{req}"),
+                                released_by: None,
+                            }),
+                        }),
+                        _ => {}
+                    }
+                    done.push(a);
+                }
+            }
+        }
+        done
+    }
+
+    #[test]
+    fn a_takeover_says_so_and_since_when_the_holder_last_renewed() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let mut e = Election::new("b", Timings::default());
+        e.handle(
+            0,
+            Event::Eligibility {
+                vip,
+                eligible: true,
+                candidates: vec!["a".into(), "b".into()],
+            },
+        );
+        drive(&mut e, 0, 100_000_000, "1");
+        // The holder's last renewal we see, at 0.2 s.
+        e.handle(
+            200_000_000,
+            Event::NodeLease {
+                node: "a".into(),
+                rv: Some("1".into()),
+                witnesses: Vec::new(),
+            },
+        );
+        e.handle(
+            200_000_000,
+            Event::Record {
+                vip,
+                record: record("a", 1, "7"),
+            },
+        );
+        e.handle(200_000_000, Event::RecordsSynced);
+        let done = drive(&mut e, 300_000_000, 3_000_000_000, "1");
+        let installs: Vec<_> = done
+            .iter()
+            .filter(|a| matches!(a, Action::Install { .. }))
+            .collect();
+        assert!(
+            matches!(
+                installs.as_slice(),
+                [Action::Install {
+                    gained: Gained::Takeover,
+                    since: 200_000_000,
+                    ..
+                }]
+            ),
+            "{done:?}"
         );
     }
 

@@ -330,11 +330,11 @@ impl World {
 
     fn act(&mut self, i: usize, local: Mono, a: Action) {
         let req = match a {
-            Action::Install { vip, expires } | Action::Refresh { vip, expires } => {
+            Action::Install { vip, expires, .. } | Action::Refresh { vip, expires } => {
                 self.nodes[i].map.insert(vip, expires);
                 return;
             }
-            Action::Remove { vip } => {
+            Action::Remove { vip, .. } => {
                 self.nodes[i].map.remove(&vip);
                 return;
             }

@@ -71,6 +71,19 @@ pub const AGENT: &[Access] = &[
     // The agents' shared peer key (`speaker-peer-key`): read, or created
     // by the first agent.
     access("", "secrets", &["get", "create"], Scope::Own),
+    // MetalLB's ServiceL2Status: who announces what (k8s/l2status.rs).
+    access(
+        "metallb.io",
+        "servicel2statuses",
+        &["list", "create", "delete"],
+        Scope::Own,
+    ),
+    access(
+        "metallb.io",
+        "servicel2statuses/status",
+        &["patch"],
+        Scope::Own,
+    ),
     EVENTS,
 ];
 

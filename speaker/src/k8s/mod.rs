@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod events;
+pub mod l2status;
 pub mod leader;
 pub mod leases;
 pub mod preflight;

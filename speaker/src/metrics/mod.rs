@@ -23,6 +23,8 @@ use prometheus_client::{
 };
 use speaker_common::maps::{Counters, Reason};
 
+use crate::election::{Gained, Lost};
+
 pub use serve::serve;
 
 type Labels = Vec<(&'static str, String)>;
@@ -74,15 +76,29 @@ impl Exposition {
 #[derive(Debug, Clone)]
 pub struct Latency(Histogram);
 
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 13))
+}
+
 impl Default for Latency {
     fn default() -> Self {
-        Self(Histogram::new(exponential_buckets(0.001, 2.0, 13)))
+        Self(latency_histogram())
     }
 }
 
 impl Latency {
     pub fn observe(&self, seconds: f64) {
         self.0.observe(seconds);
+    }
+}
+
+/// Latency histograms (as [`Latency`]) by label.
+#[derive(Debug, Clone)]
+pub struct Latencies(Family<Labels, Histogram, fn() -> Histogram>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self(Family::new_with_constructor(latency_histogram))
     }
 }
 
@@ -98,7 +114,12 @@ pub struct Metrics {
     /// the XDP program counted them.
     pub conflicts: BTreeMap<std::net::IpAddr, u64>,
     pub vips_owned: u64,
-    pub takeovers: u64,
+    /// VIPs this node started answering for, by how.
+    pub takeovers: BTreeMap<Gained, u64>,
+    /// From when each VIP needed a new owner to this node answering, by how.
+    pub takeover_seconds: Latencies,
+    /// VIPs this node stopped answering for, by why.
+    pub stopped: BTreeMap<Lost, u64>,
     pub renewals_ok: u64,
     pub renewals_failed: u64,
     /// How long each node-lease renewal took, answered or not.
@@ -120,6 +141,19 @@ pub struct Metrics {
     pub holds_ended: u64,
     /// Datagrams on the peer port that failed authentication.
     pub peer_rejected: u64,
+}
+
+impl Metrics {
+    /// This node started answering for a VIP that needed an owner `took`
+    /// ago.
+    pub fn took_over(&mut self, how: Gained, took: std::time::Duration) {
+        *self.takeovers.entry(how).or_default() += 1;
+        let labels = vec![("reason", how.label().to_owned())];
+        self.takeover_seconds
+            .0
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+    }
 }
 
 /// What the listener serves.
@@ -200,12 +234,26 @@ impl Page for Metrics {
 
     fn render(&self) -> String {
         let mut e = Exposition::default();
+        e.counters(
+            "speaker_takeovers_total",
+            "VIPs this node started answering for, by reason (new, handover, takeover, reclaim).",
+            self.takeovers
+                .iter()
+                .map(|(how, n)| (vec![("reason", how.label().to_owned())], *n)),
+        );
+        e.counters(
+            "speaker_answering_stopped_total",
+            "VIPs this node stopped answering for, by reason (handover, lapsed, superseded).",
+            self.stopped
+                .iter()
+                .map(|(why, n)| (vec![("reason", why.label().to_owned())], *n)),
+        );
+        e.0.register(
+            "speaker_takeover_seconds",
+            "From when a VIP needed a new owner (its holder's last renewal seen, its release, or its creation) to this node answering, by reason.",
+            self.takeover_seconds.0.clone(),
+        );
         for (name, help, value) in [
-            (
-                "speaker_takeovers_total",
-                "VIPs this node started answering for.",
-                self.takeovers,
-            ),
             (
                 "speaker_lease_renewals_total",
                 "Successful node-lease renewals.",
@@ -377,16 +425,25 @@ mod tests {
 
     #[test]
     fn the_agent_page_counts_xdp_verdicts_by_reason() {
-        let page = Metrics {
+        let mut page = Metrics {
             node: "front-1".into(),
             announced: vec![("default/web".into(), "198.18.0.10".parse().expect("ip"))],
-            takeovers: 4,
             vips_owned: 2,
             xdp: Some(Counters::default()),
             ..Metrics::default()
         };
+        for _ in 0..4 {
+            page.took_over(Gained::Takeover, std::time::Duration::from_millis(1800));
+        }
         let text = page.render();
-        assert!(text.contains("speaker_takeovers_total 4\n"), "{text}");
+        assert!(
+            text.contains("speaker_takeovers_total{reason=\"takeover\"} 4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("speaker_takeover_seconds_bucket{le=\"2.048\",reason=\"takeover\"} 4\n"),
+            "{text}"
+        );
         page.renewal_seconds.observe(0.003);
         let text = page.render();
         assert!(

@@ -43,7 +43,7 @@ pub use listener::Listener;
 pub use patch::PatchKind;
 pub use resources::{
     ENDPOINT_SLICES, EVENTS, EVENTS_V1, Gvr, IP_ADDRESS_POOLS, L2_ADVERTISEMENTS, LEASES,
-    NAMESPACES, NODES, RESOURCES, ResourceKind, SERVICES,
+    NAMESPACES, NODES, RESOURCES, ResourceKind, SERVICE_L2_STATUSES, SERVICES,
 };
 pub use stats::{Access, Counts, Stats};
 pub use status::{ApiError, Details};

@@ -53,6 +53,7 @@ pub const LEASES: Gvr = Gvr::new("coordination.k8s.io", "v1", "leases");
 pub const EVENTS_V1: Gvr = Gvr::new("events.k8s.io", "v1", "events");
 pub const IP_ADDRESS_POOLS: Gvr = Gvr::new("metallb.io", "v1beta1", "ipaddresspools");
 pub const L2_ADVERTISEMENTS: Gvr = Gvr::new("metallb.io", "v1beta1", "l2advertisements");
+pub const SERVICE_L2_STATUSES: Gvr = Gvr::new("metallb.io", "v1beta1", "servicel2statuses");
 
 /// What the store needs to know about a resource.
 #[derive(Debug)]
@@ -85,6 +86,7 @@ pub static RESOURCES: &[ResourceKind] = &[
     res(EVENTS_V1, "Event", true, false),
     res(IP_ADDRESS_POOLS, "IPAddressPool", true, true),
     res(L2_ADVERTISEMENTS, "L2Advertisement", true, true),
+    res(SERVICE_L2_STATUSES, "ServiceL2Status", true, true),
 ];
 
 /// Looks up a resource by the strings of a URL.
