@@ -208,6 +208,16 @@ impl Scenario {
         self.lan.cluster.delete(&SERVICES, &service_name(i))
     }
 
+    /// The running agents' peak resident memory, in MiB.
+    pub fn agents_peak_mib(&self) -> Vec<f64> {
+        self.agents
+            .iter()
+            .flatten()
+            .filter_map(|a| a.memory().ok())
+            .map(|(_, peak)| peak)
+            .collect()
+    }
+
     pub fn start_all(&mut self) -> Result<()> {
         (0..self.agents.len()).try_for_each(|i| self.start(i))
     }

@@ -233,6 +233,40 @@ fn a_minute_without_the_api_costs_nothing_on_the_wire() {
     );
 }
 
+/// An upgrade as the DaemonSet rolls it: each front's agent stopped
+/// (SIGTERM) and started again, one after another. Every owner hands over
+/// gracefully: the VIP stays answered, by one node at a time.
+#[test]
+fn a_rolling_restart_of_every_front_keeps_the_vip_answered() {
+    let mut s = running(&[VIP]);
+    s.settled(VIP, Duration::from_secs(10), |_| true);
+    let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
+    let mut prober = probe(&s, 2000);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..s.lan.fronts.len() {
+        let name = s.lan.fronts[i].name.clone();
+        let mut a = s.take(&name).expect("agent");
+        assert!(a.terminate().expect("stop").success(), "{}", a.log());
+        s.start(i).expect("restart");
+        // The DaemonSet moves on once the new pod is ready.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let _ = prober.kill();
+    let _ = prober.wait();
+    let replies = vip_replies(&s, cap);
+
+    let gap = replies
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .expect("replies");
+    assert!(gap < 100_000_000, "a {} ms gap", gap / 1_000_000);
+    // Two nodes answering at once would alternate; each handover is one
+    // change of MAC, and at most one per restart.
+    let changes = replies.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    assert!(changes <= 3, "the answering MAC changed {changes} times");
+}
+
 /// The agents' watches back off while the API is away; the owner names
 /// as witnesses only peers whose leases it saw renewed, so unless the
 /// lease watch is back soon after the API, a second outage finds no

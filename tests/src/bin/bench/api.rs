@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use speaker_tests::{scenario::Scenario, wait_for};
+use speaker_tests::{apiserver::SERVICE_L2_STATUSES, scenario::Scenario, wait_for};
 
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -17,14 +17,14 @@ pub fn run(md: &mut String) -> Result<()> {
     writeln!(md, "## Load on the API server\n")?;
     writeln!(
         md,
-        "Three front nodes against the API stand-in, which counts requests. Steady state: after every VIP has an owner, writes over {} s.\n",
+        "Three front nodes against the API stand-in, which counts requests. Steady state: after every VIP has an owner and every Service its ServiceL2Status, writes over {} s.\n",
         WINDOW.as_secs()
     )?;
     writeln!(
         md,
-        "| VIPs | time to assign all | writes/s | of which Lease writes/s | requests/s |"
+        "| VIPs | time to assign all | and to write their ServiceL2Status | writes/s | of which Lease writes/s | requests/s | agent peak MiB (largest of 3) |"
     )?;
-    writeln!(md, "|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|")?;
     let mut move_line = String::new();
     for n in [1usize, 100, 1000] {
         eprintln!("bench: API load with {n} VIPs");
@@ -40,16 +40,31 @@ pub fn run(md: &mut String) -> Result<()> {
             bail!("{n} VIPs: only {} got an owner", owned(&s));
         }
         let assigned = started.elapsed();
+        // Each owner then writes a ServiceL2Status per Service (create and
+        // status): the steady state starts once they are all there.
+        let ns = s.lan.cluster.namespace().to_string();
+        let statuses = |s: &Scenario| {
+            s.lan
+                .cluster
+                .list_in(&SERVICE_L2_STATUSES, &ns)
+                .map_or(0, |l| l.len())
+        };
+        if wait_for(Duration::from_secs(300), || statuses(&s) == n).is_none() {
+            bail!("{n} VIPs: only {} ServiceL2Status objects", statuses(&s));
+        }
+        let written = started.elapsed();
         std::thread::sleep(Duration::from_secs(3));
         let server = s.lan.cluster.require_stand_in();
         server.reset_stats();
         std::thread::sleep(WINDOW);
         let st = server.stats();
         let per_s = |v: u64| v as f64 / WINDOW.as_secs_f64();
+        let peak = s.agents_peak_mib().into_iter().fold(0.0, f64::max);
         writeln!(
             md,
-            "| {n} | {:.1} s | {:.1} | {:.1} | {:.1} |",
+            "| {n} | {:.1} s | {:.1} s | {:.1} | {:.1} | {:.1} | {peak:.1} |",
             assigned.as_secs_f64(),
+            written.as_secs_f64(),
             per_s(st.total.writes),
             per_s(st.resource("leases.coordination.k8s.io").writes),
             per_s(st.total.requests)

@@ -93,17 +93,7 @@ impl Bed {
 
     /// The controller's resident memory now and at its peak, in MiB.
     fn memory(&self) -> Result<(f64, f64)> {
-        let pid = self.controller.as_ref().context("no controller")?.pid();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(f64::NAN)
-        };
-        Ok((kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0))
+        self.controller.as_ref().context("no controller")?.memory()
     }
 }
 
