@@ -129,8 +129,31 @@ pub struct AgentArgs {
     /// (created with a random key when missing).
     #[arg(long, value_name = "FILE")]
     pub peer_key_file: Option<PathBuf>,
+    /// How often this node connects to its own ready endpoints of each
+    /// VIP it answers for (externalTrafficPolicy: Local Services); 0 turns
+    /// the local endpoint probe off. Per Service:
+    /// `speaker.metal/endpoint-probe: "off"`.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    pub endpoint_probe_period: Duration,
+    /// Failed probes in a row, on every endpoint of a VIP, after which
+    /// this node hands the VIP over.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub endpoint_probe_failures: u32,
+    /// Successful probes in a row, on one endpoint, after which this node
+    /// may announce the VIP again.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub endpoint_probe_successes: u32,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// The local endpoint probe's settings (agent/probe.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// Zero: off.
+    pub period: Duration,
+    pub failures: u32,
+    pub successes: u32,
 }
 
 /// What a node does while its renewals fail.
@@ -159,6 +182,7 @@ pub struct AgentConfig {
     /// `--api-outage=release`.
     pub peer_addr: Option<std::net::SocketAddr>,
     pub peer_key_file: Option<PathBuf>,
+    pub probe: ProbeSettings,
 }
 
 impl AgentArgs {
@@ -201,6 +225,11 @@ impl AgentArgs {
             metrics_addr: self.metrics_addr,
             peer_addr: (self.api_outage == ApiOutage::Hold).then_some(self.peer_addr),
             peer_key_file: self.peer_key_file,
+            probe: ProbeSettings {
+                period: self.endpoint_probe_period,
+                failures: self.endpoint_probe_failures,
+                successes: self.endpoint_probe_successes,
+            },
         })
     }
 }

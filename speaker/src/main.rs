@@ -41,7 +41,7 @@ enum Command {
     /// Answer for fixed VIPs on fixed interfaces (no Kubernetes, no election).
     Static(StaticArgs),
     /// Kubernetes mode: announce LoadBalancer VIPs, elected with peers.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Kubernetes mode: give LoadBalancer Services addresses from the
     /// IPAddressPools (MetalLB-compatible); one replica active at a time.
     Controller(ControllerArgs),

@@ -208,6 +208,27 @@ impl Scenario {
         self.lan.cluster.delete(&SERVICES, &service_name(i))
     }
 
+    /// Service 0's endpoints made servers: a TCP server on each front's
+    /// address, port [`ENDPOINT_PORT`], and the EndpointSlice naming them
+    /// (all ready), so the agents' local endpoint probe has them to check.
+    /// Dropping a server is nginx dying while the kubelet has not noticed.
+    pub fn serve_endpoints(&self) -> Result<Vec<Option<TcpServer>>> {
+        let servers = (0..self.lan.fronts.len())
+            .map(|i| TcpServer::start(&self.lan, i).map(Some))
+            .collect::<Result<_>>()?;
+        let endpoints: Vec<Value> = (0..self.lan.fronts.len())
+            .map(|i| {
+                json!({"addresses": [Lan::front_ip(i)], "conditions": {"ready": true},
+                       "nodeName": self.lan.fronts[i].name})
+            })
+            .collect();
+        let mut s = slice(0, &[]);
+        s["ports"] = json!([{"name": "http", "port": ENDPOINT_PORT, "protocol": "TCP"}]);
+        s["endpoints"] = json!(endpoints);
+        self.lan.cluster.replace(&ENDPOINT_SLICES, s)?;
+        Ok(servers)
+    }
+
     /// The running agents' peak resident memory, in MiB.
     pub fn agents_peak_mib(&self) -> Vec<f64> {
         self.agents
@@ -377,5 +398,48 @@ impl Scenario {
         let mut n = node(name, &Lan::front_ip(self.index(name)));
         n["metadata"]["labels"][EXCLUDE_LABEL] = json!("true");
         self.lan.cluster.replace(&NODES, n).map(drop)
+    }
+}
+
+/// Where [`Scenario::serve_endpoints`] serves.
+pub const ENDPOINT_PORT: u16 = 8080;
+
+/// A TCP server on port [`ENDPOINT_PORT`] of a front's address, in its
+/// namespace, accepting and closing connections (nginx's stand-in: the
+/// local endpoint probe only connects), until dropped.
+pub struct TcpServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpServer {
+    pub fn start(lan: &Lan, i: usize) -> Result<Self> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = lan.fronts[i]
+            .ns
+            .enter(|| std::net::TcpListener::bind((Lan::front_ip(i).as_str(), ENDPOINT_PORT)))??;
+        listener.set_nonblocking(true)?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                if listener.accept().is_err() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

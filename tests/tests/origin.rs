@@ -10,7 +10,7 @@ use speaker_tests::{
     capture::Capture,
     frames::Arp,
     require_privileges,
-    scenario::Scenario,
+    scenario::{Scenario, TcpServer},
     topology::ipv4,
     wait_for,
 };
@@ -231,6 +231,32 @@ fn a_minute_without_the_api_costs_nothing_on_the_wire() {
         s.metrics(&owner).contains("speaker_holds_ended_total 1"),
         "the hold did not end once"
     );
+}
+
+/// nginx dies on the owner while its endpoint is still ready in the
+/// EndpointSlice (the kubelet's probe has not noticed: up to 30 s at its
+/// defaults): the owner's local endpoint probe hands the VIP over to a
+/// front whose endpoint serves, and it stays there once nginx is back.
+#[test]
+fn a_dead_endpoint_on_the_owner_moves_the_vip_before_the_kubelet_notices() {
+    require_privileges();
+    let mut s = Scenario::new(3, &[VIP]).expect("testbed");
+    let mut servers = s.serve_endpoints().expect("servers");
+    s.start_all().expect("agents");
+    let first = s.settled(VIP, Duration::from_secs(10), |_| true);
+
+    servers[s.index(&first)] = None;
+    let second = s.settled(VIP, Duration::from_secs(5), |h| h != first);
+    assert!(
+        s.metrics(&first)
+            .contains("speaker_endpoint_probe_handovers_total 1"),
+        "not handed over by the probe"
+    );
+
+    // nginx back on the first owner: nothing moves (ownership is sticky).
+    servers[s.index(&first)] = Some(TcpServer::start(&s.lan, s.index(&first)).expect("server"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.holder(VIP).as_deref(), Some(second.as_str()));
 }
 
 /// An upgrade as the DaemonSet rolls it: each front's agent stopped

@@ -32,6 +32,8 @@ pub struct Local {
     /// VIPs this node failed to answer for, and until when it does not
     /// contend for them again.
     failed: BTreeMap<IpAddr, Instant>,
+    /// VIPs whose endpoints here fail the local probe (agent/probe.rs).
+    unhealthy: BTreeSet<IpAddr>,
 }
 
 /// How long a node that failed to answer for a VIP leaves it to others.
@@ -47,7 +49,13 @@ impl Local {
             carriers: BTreeMap::new(),
             told: BTreeMap::new(),
             failed: BTreeMap::new(),
+            unhealthy: BTreeSet::new(),
         }
+    }
+
+    /// The VIPs this node's endpoints cannot serve, by the local probe.
+    pub fn set_unhealthy(&mut self, vips: &BTreeSet<IpAddr>) {
+        self.unhealthy.clone_from(vips);
     }
 
     /// This node could not answer for `vip` (attach or map write failed):
@@ -136,7 +144,7 @@ impl Local {
             let up = links
                 .iter()
                 .any(|l| *self.carriers.get(&l.iface.ifindex).unwrap_or(&true));
-            let ok = !self.failed.contains_key(&vip);
+            let ok = !self.failed.contains_key(&vip) && !self.unhealthy.contains(&vip);
             let now = (planned && up && ok, candidates);
             if self.told.get(&vip) == Some(&now) {
                 continue;

@@ -9,10 +9,12 @@
 
 mod local;
 mod peers;
+mod probe;
 mod requests;
 
 use std::{
-    net::IpAddr,
+    collections::HashSet,
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -29,7 +31,7 @@ use crate::{
     config::AgentConfig,
     dataplane::{Dataplane, error_chain, now_ns},
     election::{Action, Election, Event, Mono},
-    eligibility,
+    eligibility::{self, probes},
     k8s::{
         self,
         events::{Events, Reported},
@@ -43,10 +45,13 @@ use crate::{
 };
 use local::Local;
 use peers::Peers;
+use probe::{Health, Outcome};
 use requests::Requests;
 
 /// How long a stopping agent waits for its releases to be written.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Local probe results waiting for the loop, at most.
+const PROBE_RESULTS: usize = 1024;
 /// How often the map is compared with what the election says we own.
 const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 /// How often interface carriers are checked.
@@ -75,6 +80,12 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut carrier = tokio::time::interval(CARRIER_INTERVAL);
     let mut stop_by: Option<Instant> = None;
     let mut superseded = agent.requests.superseded();
+    // The local endpoint probe: results come back on `probed`.
+    let probing = !cfg.probe.period.is_zero();
+    let (probe_tx, mut probed) = mpsc::channel(PROBE_RESULTS);
+    agent.probe_tx = Some(probe_tx);
+    let mut probe_tick = tokio::time::interval(cfg.probe.period.max(Duration::from_millis(10)));
+    probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     info!(node = %cfg.node, namespace = %cfg.namespace,
         config_namespace = %cfg.config_namespace, "agent started");
 
@@ -89,6 +100,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 if stores.ready() {
                     let snapshot = stores.snapshot();
                     agent.locate_peers(&snapshot.nodes);
+                    if probing {
+                        let targets = probes::probe_targets(&snapshot, &cfg.settings, &cfg.node);
+                        agent.health.set_targets(targets);
+                        agent.local.set_unhealthy(agent.health.down());
+                    }
                     events.extend(agent.replan(eligibility::plan(&snapshot, &cfg.settings)));
                 }
             }
@@ -102,6 +118,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 }
             }
             _ = repair.tick() => agent.repair(),
+            _ = probe_tick.tick(), if probing => agent.probe_round(cfg.probe.period),
+            Some((target, outcome)) = probed.recv() => events.extend(agent.probed(target, outcome)),
             Ok(()) = superseded.changed() => {
                 // Another agent acts as this node now: stop answering at
                 // once, and write nothing more.
@@ -198,6 +216,9 @@ async fn start(
         metrics,
         pending: Vec::new(),
         peers,
+        health: Health::new(cfg.probe.failures, cfg.probe.successes),
+        probes_in_flight: HashSet::new(),
+        probe_tx: None,
     };
     Ok((agent, stores, rx))
 }
@@ -245,6 +266,11 @@ struct Agent {
     pending: Vec<Event>,
     /// The other agents, for holding through API outages.
     peers: Option<Peers>,
+    /// The local endpoint probe: what it found, what is in flight, where
+    /// results go.
+    health: Health,
+    probes_in_flight: HashSet<SocketAddr>,
+    probe_tx: Option<mpsc::Sender<(SocketAddr, Outcome)>>,
 }
 
 impl Agent {
@@ -428,6 +454,43 @@ impl Agent {
                 &node,
             );
         }
+    }
+
+    /// Probes the endpoints of the VIPs we answer for (and of those set
+    /// aside), each at most once at a time, each given one period.
+    fn probe_round(&mut self, period: Duration) {
+        let Some(tx) = &self.probe_tx else { return };
+        let owned = self.election.owned().map(|(vip, _)| vip);
+        for target in self.health.to_probe(owned) {
+            if !self.probes_in_flight.insert(target) {
+                continue;
+            }
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let outcome = probe::probe(target, period).await;
+                let _ = tx.send((target, outcome)).await;
+            });
+        }
+    }
+
+    /// A probe's result: VIPs whose endpoints here stopped (or resumed)
+    /// serving are handed over (or may be announced again).
+    fn probed(&mut self, target: SocketAddr, outcome: Outcome) -> Vec<Event> {
+        self.probes_in_flight.remove(&target);
+        let changed = self.health.result(target, outcome);
+        if changed.is_empty() {
+            return Vec::new();
+        }
+        for (vip, down) in &changed {
+            if *down {
+                warn!(%vip, "this node's endpoints fail the local probe; handing the VIP over");
+                metrics::update(&self.metrics, |m| m.probe_handovers += 1);
+            } else {
+                info!(%vip, "this node's endpoints pass the local probe again");
+            }
+        }
+        self.local.set_unhealthy(self.health.down());
+        self.eligibility()
     }
 
     fn eligibility(&mut self) -> Vec<Event> {

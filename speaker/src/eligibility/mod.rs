@@ -5,6 +5,7 @@
 //! that proves it, are in docs/eligibility.md.
 
 pub(crate) mod addresses;
+pub mod probes;
 pub(crate) mod selectors;
 #[cfg(test)]
 mod tests;

@@ -141,6 +141,9 @@ pub struct Metrics {
     pub holds_ended: u64,
     /// Datagrams on the peer port that failed authentication.
     pub peer_rejected: u64,
+    /// VIPs handed over because this node's endpoints failed the local
+    /// probe.
+    pub probe_handovers: u64,
 }
 
 impl Metrics {
@@ -308,6 +311,11 @@ impl Page for Metrics {
                 "speaker_peer_messages_rejected_total",
                 "Datagrams on the peer port that failed authentication.",
                 self.peer_rejected,
+            ),
+            (
+                "speaker_endpoint_probe_handovers_total",
+                "VIPs handed over because this node's endpoints failed the local probe.",
+                self.probe_handovers,
             ),
         ] {
             e.counter(name, help, value);
