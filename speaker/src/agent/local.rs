@@ -80,6 +80,14 @@ impl Local {
         self.plan = plan;
     }
 
+    /// Every VIP in the plan with the Services using it.
+    pub fn planned(&self) -> impl Iterator<Item = (IpAddr, &[ObjectRef])> {
+        self.plan
+            .vips
+            .iter()
+            .map(|(vip, p)| (*vip, p.services.as_slice()))
+    }
+
     /// The Services using `vip`, for Events.
     pub fn services(&self, vip: IpAddr) -> &[ObjectRef] {
         self.plan

@@ -13,7 +13,7 @@ mod probe;
 mod requests;
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -456,18 +456,44 @@ impl Agent {
         }
     }
 
+    /// What MetalLB's ServiceL2Status objects must say for this node: the
+    /// Services of the VIPs it answers, and which other nodes hold another
+    /// of their VIPs.
+    fn announced_services(&self) -> l2status::Announced {
+        let mut out: l2status::Announced = BTreeMap::new();
+        for (vip, _) in self.answer.answered() {
+            let interfaces = self.local.interfaces(vip);
+            for s in self.local.services(vip) {
+                out.entry(s.clone()).or_default().interfaces = interfaces.clone();
+            }
+        }
+        let me = self.election.node();
+        for (vip, services) in self.local.planned() {
+            let Some(holder) = self.election.holder(&vip).filter(|h| *h != me) else {
+                continue;
+            };
+            for s in services {
+                if let Some(e) = out.get_mut(s) {
+                    e.others.insert(holder.to_string());
+                }
+            }
+        }
+        out
+    }
+
     /// Probes the endpoints of the VIPs we answer for (and of those set
-    /// aside), each at most once at a time, each given one period.
+    /// aside), each at most once at a time, each given a period or
+    /// [`probe::MIN_TIMEOUT`], whichever is longer.
     fn probe_round(&mut self, period: Duration) {
         let Some(tx) = &self.probe_tx else { return };
         let owned = self.election.owned().map(|(vip, _)| vip);
-        for target in self.health.to_probe(owned) {
+        for target in self.health.due(owned) {
             if !self.probes_in_flight.insert(target) {
                 continue;
             }
             let tx = tx.clone();
             tokio::spawn(async move {
-                let outcome = probe::probe(target, period).await;
+                let outcome = probe::probe(target, period.max(probe::MIN_TIMEOUT)).await;
                 let _ = tx.send((target, outcome)).await;
             });
         }
@@ -531,17 +557,7 @@ impl Agent {
                 services.map(move |s| (format!("{}/{}", s.namespace, s.name), vip))
             })
             .collect();
-        // MetalLB's ServiceL2Status objects, written when this changes.
-        let l2: l2status::Announced = self
-            .answer
-            .answered()
-            .flat_map(|(vip, _)| {
-                let interfaces = self.local.interfaces(vip);
-                let services = self.local.services(vip).iter();
-                services.map(move |s| (s.clone(), interfaces.clone()))
-            })
-            .collect();
-        self.l2status.set(l2);
+        self.l2status.set(self.announced_services());
         let consistent = consistent && !self.local.any_failed();
         metrics::update(&self.metrics, |m| {
             m.announced = announced;

@@ -9,7 +9,10 @@
 //!
 //! It only ever removes eligibility: an endpoint the kubelet calls unready
 //! is never probed back in. Errors of the probe itself (no route, no
-//! socket) are neither failures nor successes.
+//! socket) are neither failures nor successes, and so is every failure of
+//! an endpoint never reached since it became a target (the path may be
+//! what fails: a NetworkPolicy dropping the node's connections would
+//! otherwise make every node give up every VIP).
 //!
 //! [`Health`] decides, without I/O; [`probe`] makes one connection.
 
@@ -31,6 +34,11 @@ pub enum Outcome {
     Unknown,
 }
 
+/// The least a connection is given: a busy server whose SYN backlog is
+/// full answers the client's retry after 1 s, and must not count failed.
+/// (A refused or reset connection, nginx dead, is told at once.)
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Connects to `target`, giving up after `timeout`.
 pub async fn probe(target: SocketAddr, timeout: Duration) -> Outcome {
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await {
@@ -50,6 +58,11 @@ pub async fn probe(target: SocketAddr, timeout: Duration) -> Outcome {
 struct Streak {
     ok: u32,
     failed: u32,
+    /// Connected at least once since it became a target: until then a
+    /// failure may be the probe's path (a NetworkPolicy dropping the
+    /// node's connections), not the endpoint, and counts for nothing,
+    /// or every node would give up every VIP.
+    seen_up: bool,
 }
 
 /// Which VIPs this node's endpoints cannot serve.
@@ -88,14 +101,19 @@ impl Health {
     }
 
     /// The endpoints to probe: those of the VIPs we answer for (`owned`),
-    /// and of those we set aside, to see them recover.
-    pub fn to_probe(&self, owned: impl IntoIterator<Item = IpAddr>) -> BTreeSet<SocketAddr> {
+    /// and of those we set aside, to see them recover. What is not probed
+    /// now starts afresh when it is again (a VIP won back is not handed
+    /// over on failures from before).
+    pub fn due(&mut self, owned: impl IntoIterator<Item = IpAddr>) -> BTreeSet<SocketAddr> {
         let vips: BTreeSet<IpAddr> = owned.into_iter().chain(self.down.iter().copied()).collect();
-        vips.iter()
+        let probe: BTreeSet<SocketAddr> = vips
+            .iter()
             .filter_map(|v| self.targets.get(v))
             .flatten()
             .copied()
-            .collect()
+            .collect();
+        self.streaks.retain(|t, _| probe.contains(t));
+        probe
     }
 
     /// One probe's result; the VIPs whose health changed, with their new
@@ -110,15 +128,17 @@ impl Health {
                 *s = Streak {
                     ok: s.ok.saturating_add(1),
                     failed: 0,
+                    seen_up: true,
                 }
             }
-            Outcome::Down => {
+            Outcome::Down if s.seen_up => {
                 *s = Streak {
                     ok: 0,
                     failed: s.failed.saturating_add(1),
+                    seen_up: true,
                 }
             }
-            Outcome::Unknown => return Vec::new(),
+            Outcome::Down | Outcome::Unknown => return Vec::new(),
         }
         let vips: Vec<IpAddr> = self
             .targets
@@ -178,9 +198,16 @@ mod tests {
     use Outcome::{Down, Unknown, Up};
 
     #[test]
+    fn an_endpoint_never_reached_is_not_counted_failed() {
+        let mut h = health(&["10.0.0.1:80"]);
+        assert!(run(&mut h, "10.0.0.1:80", &[Down, Down, Down, Down, Down]).is_empty());
+        assert!(h.down().is_empty());
+    }
+
+    #[test]
     fn three_failures_in_a_row_set_the_vip_aside_and_five_successes_bring_it_back() {
         let mut h = health(&["10.0.0.1:80"]);
-        assert!(run(&mut h, "10.0.0.1:80", &[Down, Down, Up, Down, Down]).is_empty());
+        assert!(run(&mut h, "10.0.0.1:80", &[Up, Down, Down, Up, Down, Down]).is_empty());
         assert_eq!(run(&mut h, "10.0.0.1:80", &[Down]), vec![(vip(), true)]);
         // Hysteresis: a success or four do not bring it back.
         assert!(run(&mut h, "10.0.0.1:80", &[Up, Up, Down, Up, Up, Up, Up]).is_empty());
@@ -193,7 +220,7 @@ mod tests {
         let out = run(
             &mut h,
             "10.0.0.1:80",
-            &[Unknown, Down, Unknown, Down, Unknown],
+            &[Up, Unknown, Down, Unknown, Down, Unknown],
         );
         assert!(out.is_empty());
         assert!(h.down().is_empty());
@@ -202,10 +229,10 @@ mod tests {
     #[test]
     fn one_serving_endpoint_keeps_the_vip() {
         let mut h = health(&["10.0.0.1:80", "10.0.0.2:80"]);
-        run(&mut h, "10.0.0.1:80", &[Down, Down, Down, Down]);
+        run(&mut h, "10.0.0.1:80", &[Up, Down, Down, Down, Down]);
         assert!(h.down().is_empty());
         assert_eq!(
-            run(&mut h, "10.0.0.2:80", &[Down, Down, Down]),
+            run(&mut h, "10.0.0.2:80", &[Up, Down, Down, Down]),
             vec![(vip(), true)]
         );
     }
@@ -213,10 +240,10 @@ mod tests {
     #[test]
     fn endpoints_gone_from_the_slice_release_the_vip_and_only_owned_or_set_aside_are_probed() {
         let mut h = health(&["10.0.0.1:80"]);
-        assert!(h.to_probe([]).is_empty());
-        run(&mut h, "10.0.0.1:80", &[Down, Down, Down]);
+        assert_eq!(h.due([vip()]).len(), 1);
+        run(&mut h, "10.0.0.1:80", &[Up, Down, Down, Down]);
         // Set aside: still probed, to see it recover.
-        assert_eq!(h.to_probe([]).len(), 1);
+        assert_eq!(h.due([]).len(), 1);
         h.set_targets(BTreeMap::new());
         assert!(h.down().is_empty());
     }

@@ -605,6 +605,11 @@ impl Election {
         })
     }
 
+    /// Who holds `vip` on record, as far as we know.
+    pub fn holder(&self, vip: &IpAddr) -> Option<&str> {
+        self.vips.get(vip)?.holder()
+    }
+
     pub fn state(&self, vip: &IpAddr) -> Option<&VipState> {
         self.vips.get(vip).map(|v| &v.state)
     }
@@ -1121,6 +1126,8 @@ impl Election {
                     && let Some(term) = claimed
                 {
                     v.state = VipState::Owning { term, expires };
+                    // Free again only once released: timed from then.
+                    v.free_since = None;
                     out.push(Action::Install {
                         vip: *vip,
                         expires,

@@ -11,7 +11,10 @@
 //! Service: a takeover leaves the old owner's behind when it died). A
 //! failed pass is retried; the API is never waited on by the agent's loop.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result};
 use kube::{
@@ -30,16 +33,33 @@ use crate::eligibility::ObjectRef;
 const NODE: &str = "metallb.io/node";
 const SERVICE_NAME: &str = "metallb.io/service-name";
 const SERVICE_NAMESPACE: &str = "metallb.io/service-namespace";
-/// After a failed pass (API unreachable, say), the next try.
+/// After a failed pass (API unreachable, say), the next try; doubled up
+/// to [`RETRY_MAX`] while passes keep failing.
 const RETRY: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+/// Failed passes in a row before the error is logged as a warning.
+const WARN_AFTER: u32 = 3;
+/// A pass even when nothing changed here: puts back an object deleted by
+/// hand or by a node that took a VIP of the Service.
+const RESYNC: Duration = Duration::from_secs(60);
 /// While the API server does not serve the kind, how often to look again.
 const MISSING_RETRY: Duration = Duration::from_secs(60);
 /// Each request is given up after this (the pass is retried).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What this node announces: each Service, with the interfaces its
-/// L2Advertisement names (none: every interface, and MetalLB writes none).
-pub type Announced = BTreeMap<ObjectRef, Vec<String>>;
+/// What this node announces: each Service, and what its object says.
+pub type Announced = BTreeMap<ObjectRef, Entry>;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// The interfaces its L2Advertisement names (none: every interface,
+    /// and MetalLB writes none).
+    pub interfaces: Vec<String>,
+    /// Other nodes holding another of the Service's VIPs (dual-stack, or
+    /// shared): their objects stay. Any other node's object is a dead
+    /// owner's, deleted when this node starts announcing the Service.
+    pub others: BTreeSet<String>,
+}
 
 /// The handle the agent's loop tells what it announces.
 pub struct L2Statuses(watch::Sender<Announced>);
@@ -78,31 +98,43 @@ struct Writer {
 
 impl Writer {
     async fn run(self, mut rx: watch::Receiver<Announced>) {
-        let mut warned = false;
+        let (mut failures, mut missing_warned) = (0u32, false);
         // The first pass clears what a predecessor on this node left.
         loop {
             let want = rx.borrow_and_update().clone();
-            match self.sync(&want).await {
+            let wait = match self.sync(&want).await {
                 Ok(()) => {
-                    warned = false;
-                    if rx.changed().await.is_err() {
-                        return; // the agent is gone
+                    failures = 0;
+                    missing_warned = false;
+                    tokio::select! {
+                        changed = rx.changed() => if changed.is_err() {
+                            return; // the agent is gone
+                        },
+                        () = tokio::time::sleep(RESYNC) => {}
                     }
+                    continue;
                 }
                 // MetalLB's CRDs before v0.14 lack the kind: say so once.
                 Err(e) if is_missing(&e) => {
-                    if !std::mem::replace(&mut warned, true) {
+                    if !std::mem::replace(&mut missing_warned, true) {
                         warn!(
                             "the API server does not serve ServiceL2Status (apply deploy/crds/): not written"
                         );
                     }
-                    tokio::time::sleep(MISSING_RETRY).await;
+                    MISSING_RETRY
                 }
                 Err(e) => {
-                    debug!(error = %format!("{e:#}"), "cannot write ServiceL2Status; retrying");
-                    tokio::time::sleep(RETRY).await;
+                    failures += 1;
+                    let error = format!("{e:#}");
+                    if failures == WARN_AFTER {
+                        warn!(%error, "cannot write ServiceL2Status; retrying");
+                    } else {
+                        debug!(%error, "cannot write ServiceL2Status; retrying");
+                    }
+                    RETRY.saturating_mul(1 << failures.min(5)).min(RETRY_MAX)
                 }
-            }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -118,8 +150,8 @@ impl Writer {
                 _ => self.delete(&o).await?,
             }
         }
-        for (service, interfaces) in want {
-            let status = self.status(service, interfaces);
+        for (service, entry) in want {
+            let status = self.status(service, &entry.interfaces);
             match have.get(service) {
                 Some(o) if o.data.get("status") == Some(&status) => {}
                 Some(o) => self.write_status(&name_of(o)?, &status).await?,
@@ -130,7 +162,11 @@ impl Writer {
                             service.name, service.namespace
                         ))
                         .await?;
-                    for o in &others {
+                    let dead = others.iter().filter(|o| {
+                        let node = o.metadata.labels.as_ref().and_then(|l| l.get(NODE));
+                        node.is_none_or(|n| *n != self.node && !entry.others.contains(n))
+                    });
+                    for o in dead {
                         self.delete(o).await?;
                     }
                     let name = self.create(service).await?;
@@ -187,6 +223,11 @@ impl Writer {
     }
 
     async fn write_status(&self, name: &str, status: &serde_json::Value) -> Result<()> {
+        let mut status = status.clone();
+        // A merge patch keeps what it does not name: clear stale interfaces.
+        if status.get("interfaces").is_none() {
+            status["interfaces"] = serde_json::Value::Null;
+        }
         let patch = Patch::Merge(json!({ "status": status }));
         timed(self.api.patch_status(name, &PatchParams::default(), &patch))
             .await

@@ -92,14 +92,19 @@ impl Latency {
     }
 }
 
-/// Latency histograms (as [`Latency`]) by label.
+/// Latency histograms by label, up to minutes.
 #[derive(Debug, Clone)]
 pub struct Latencies(Family<Labels, Histogram, fn() -> Histogram>);
 
 impl Default for Latencies {
     fn default() -> Self {
-        Self(Family::new_with_constructor(latency_histogram))
+        Self(Family::new_with_constructor(long_latency_histogram))
     }
+}
+
+/// 1 ms to about 9 minutes: a takeover may wait out a hold (5 min).
+fn long_latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
 #[derive(Debug, Default)]
