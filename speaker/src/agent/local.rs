@@ -6,7 +6,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -78,6 +78,15 @@ impl Local {
 
     pub fn set_plan(&mut self, plan: Plan) {
         self.plan = plan;
+    }
+
+    /// What the local endpoint probe checks here, per VIP.
+    pub fn probe_targets(&self) -> BTreeMap<IpAddr, BTreeSet<SocketAddr>> {
+        self.plan
+            .vips
+            .iter()
+            .filter_map(|(vip, p)| Some((*vip, p.probes.get(&self.node)?.clone())))
+            .collect()
     }
 
     /// Every VIP in the plan with the Services using it.

@@ -31,7 +31,7 @@ use crate::{
     config::AgentConfig,
     dataplane::{Dataplane, error_chain, now_ns},
     election::{Action, Election, Event, Mono},
-    eligibility::{self, probes},
+    eligibility,
     k8s::{
         self,
         events::{Events, Reported},
@@ -100,11 +100,6 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 if stores.ready() {
                     let snapshot = stores.snapshot();
                     agent.locate_peers(&snapshot.nodes);
-                    if probing {
-                        let targets = probes::probe_targets(&snapshot, &cfg.settings, &cfg.node);
-                        agent.health.set_targets(targets);
-                        agent.local.set_unhealthy(agent.health.down());
-                    }
                     events.extend(agent.replan(eligibility::plan(&snapshot, &cfg.settings)));
                 }
             }
@@ -212,6 +207,7 @@ async fn start(
         requests: Requests::new(leases, tx, metrics.clone(), cfg.timings.request_timeout),
         events,
         l2status: L2Statuses::start(client.clone(), &cfg.namespace, &cfg.node),
+        l2status_stale: true,
         reported: Reported::default(),
         metrics,
         pending: Vec::new(),
@@ -258,8 +254,10 @@ struct Agent {
     local: Local,
     requests: Requests,
     events: Events,
-    /// Who announces what, as MetalLB's ServiceL2Status objects.
+    /// Who announces what, as MetalLB's ServiceL2Status objects; stale
+    /// after an ownership or plan change, rebuilt at the next repair.
     l2status: L2Statuses,
+    l2status_stale: bool,
     reported: Reported,
     metrics: Arc<Mutex<Metrics>>,
     /// Events produced while acting, handled before the loop waits again.
@@ -348,6 +346,7 @@ impl Agent {
                 let took = Duration::from_nanos(now_ns().saturating_sub(since));
                 info!(%vip, reason = gained.label(), took = ?took, "now answering");
                 self.answer_on_planned_links(vip, expires);
+                self.l2status_stale = true;
                 metrics::update(&self.metrics, |m| m.took_over(gained, took));
                 let node = self.election.node().to_string();
                 self.events
@@ -361,6 +360,7 @@ impl Agent {
             Action::Remove { vip, why } => {
                 info!(%vip, reason = why.label(), "no longer answering");
                 self.answer.remove(vip);
+                self.l2status_stale = true;
                 metrics::update(&self.metrics, |m| *m.stopped.entry(why).or_default() += 1);
             }
         }
@@ -423,6 +423,9 @@ impl Agent {
     fn replan(&mut self, plan: eligibility::Plan) -> Vec<Event> {
         self.events.problems(&plan.issues, &mut self.reported);
         self.local.set_plan(plan);
+        self.l2status_stale = true;
+        self.health.set_targets(self.local.probe_targets());
+        self.local.set_unhealthy(self.health.down());
         self.relink();
         self.eligibility()
     }
@@ -557,7 +560,10 @@ impl Agent {
                 services.map(move |s| (format!("{}/{}", s.namespace, s.name), vip))
             })
             .collect();
-        self.l2status.set(self.announced_services());
+        // Rebuilt only after a change: it reads the whole plan.
+        if std::mem::take(&mut self.l2status_stale) {
+            self.l2status.set(self.announced_services());
+        }
         let consistent = consistent && !self.local.any_failed();
         metrics::update(&self.metrics, |m| {
             m.announced = announced;

@@ -1642,6 +1642,20 @@ mod tests {
         );
     }
 
+    /// Node "b", eligible for `vip` beside "a", at time 0.
+    fn candidate_b(vip: IpAddr) -> Election {
+        let mut e = Election::new("b", Timings::default());
+        e.handle(
+            0,
+            Event::Eligibility {
+                vip,
+                eligible: true,
+                candidates: vec!["a".into(), "b".into()],
+            },
+        );
+        e
+    }
+
     /// Drives `e` on ticks every 100 ms until `until`, every request
     /// answered at once: our renewals succeed, a read finds the lease at
     /// `peer_rv`, writes go through. What it did, in order.
@@ -1688,15 +1702,7 @@ mod tests {
     #[test]
     fn a_takeover_says_so_and_since_when_the_holder_last_renewed() {
         let vip: IpAddr = "198.18.0.10".parse().expect("vip");
-        let mut e = Election::new("b", Timings::default());
-        e.handle(
-            0,
-            Event::Eligibility {
-                vip,
-                eligible: true,
-                candidates: vec!["a".into(), "b".into()],
-            },
-        );
+        let mut e = candidate_b(vip);
         drive(&mut e, 0, 100_000_000, "1");
         // The holder's last renewal we see, at 0.2 s.
         e.handle(
@@ -1736,15 +1742,7 @@ mod tests {
     #[test]
     fn a_follower_does_not_take_a_restored_record_naming_it_for_its_own() {
         let vip: IpAddr = "198.18.0.10".parse().expect("vip");
-        let mut e = Election::new("b", Timings::default());
-        e.handle(
-            0,
-            Event::Eligibility {
-                vip,
-                eligible: true,
-                candidates: vec!["a".into(), "b".into()],
-            },
-        );
+        let mut e = candidate_b(vip);
         e.handle(
             1,
             Event::RenewDone {

@@ -12,7 +12,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -130,6 +130,9 @@ pub struct VipPlan {
     /// (empty = the agent's default interfaces, as MetalLB's empty list means
     /// "all"). Empty when no node may: the VIP must be withdrawn everywhere.
     pub nodes: BTreeMap<String, BTreeSet<String>>,
+    /// What the local endpoint probe checks on each of those nodes that
+    /// has something to check (probes.rs).
+    pub probes: BTreeMap<String, BTreeSet<SocketAddr>>,
 }
 
 /// Interfaces a node announces on; `None` = the agent's default ones.
@@ -210,6 +213,7 @@ pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
         services: BTreeSet<ObjectRef>,
         pools: BTreeSet<String>,
         nodes: BTreeMap<String, Interfaces>,
+        probes: BTreeMap<String, BTreeSet<SocketAddr>>,
     }
     let node_addresses = node_addresses(&snapshot.nodes);
     let mut vips: BTreeMap<IpAddr, Vip> = BTreeMap::new();
@@ -217,7 +221,13 @@ pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
         let Some(svc) = announced_service(svc, settings, &mut issues) else {
             continue;
         };
-        let endpoints = endpoint_nodes(&snapshot.endpoint_slices, &svc);
+        let slices = service_slices(&snapshot.endpoint_slices, &svc);
+        let endpoints = endpoint_nodes(&slices, &svc);
+        let targets = if svc.local && svc.probe {
+            probes::targets(&slices)
+        } else {
+            BTreeMap::new()
+        };
         for ip in &svc.ips {
             // Answering for a node's own address would take its traffic.
             if let Some(node) = node_addresses.get(ip) {
@@ -240,6 +250,10 @@ pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
             }
             let vip = vips.entry(*ip).or_default();
             vip.services.insert(svc.object.clone());
+            for (node, t) in &targets {
+                let have = vip.probes.entry((*node).to_owned()).or_default();
+                have.extend(t.iter().copied());
+            }
             for pool in containing {
                 vip.pools.insert(pool.key());
                 let grants = pool
@@ -260,19 +274,22 @@ pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
     let vips = vips
         .into_iter()
         .map(|(ip, v)| {
-            let nodes = v
+            let nodes: BTreeMap<String, BTreeSet<String>> = v
                 .nodes
                 .into_iter()
                 .map(|(n, ifaces)| (n, ifaces.unwrap_or_default()))
                 .collect();
             let services = v.services.into_iter().collect();
             let pools = v.pools.into_iter().collect();
+            let mut probes = v.probes;
+            probes.retain(|node, _| nodes.contains_key(node));
             (
                 ip,
                 VipPlan {
                     services,
                     pools,
                     nodes,
+                    probes,
                 },
             )
         })
@@ -464,6 +481,8 @@ struct Announced<'a> {
     name: &'a str,
     labels: &'a BTreeMap<String, String>,
     local: bool,
+    /// Not turned off for the local endpoint probe.
+    probe: bool,
     ips: BTreeSet<IpAddr>,
 }
 
@@ -493,12 +512,19 @@ fn announced_service<'a>(
         }
     }
     let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let probe = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(probes::PROBE_ANNOTATION))
+        .is_none_or(|v| v != "off");
     Some(Announced {
         object,
         namespace,
         name,
         labels: labels(&svc.metadata),
         local,
+        probe,
         ips,
     })
 }
@@ -518,10 +544,9 @@ impl Allowed<'_> {
     }
 }
 
-/// `Local`: the nodes with a ready endpoint. `Cluster`: every node, once
-/// any endpoint is ready. A missing `ready` means ready (EndpointConditions).
-fn endpoint_nodes<'a>(slices: &'a [EndpointSlice], svc: &Announced) -> Allowed<'a> {
-    let mut ready = slices
+/// The EndpointSlices of `svc`: those its label names, in its namespace.
+fn service_slices<'a>(slices: &'a [EndpointSlice], svc: &Announced) -> Vec<&'a EndpointSlice> {
+    slices
         .iter()
         .filter(|s| {
             s.metadata.namespace.as_deref().unwrap_or_default() == svc.namespace
@@ -530,6 +555,14 @@ fn endpoint_nodes<'a>(slices: &'a [EndpointSlice], svc: &Announced) -> Allowed<'
                     .map(String::as_str)
                     == Some(svc.name)
         })
+        .collect()
+}
+
+/// `Local`: the nodes with a ready endpoint. `Cluster`: every node, once
+/// any endpoint is ready. A missing `ready` means ready (EndpointConditions).
+fn endpoint_nodes<'a>(slices: &[&'a EndpointSlice], svc: &Announced) -> Allowed<'a> {
+    let mut ready = slices
+        .iter()
         .flat_map(|s| s.endpoints.iter().flatten())
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
     if svc.local {

@@ -103,14 +103,14 @@ fn advertisement(name: &str, spec: Value) -> L2Advertisement {
     }))
 }
 
-fn classless() -> Settings {
+pub(super) fn classless() -> Settings {
     Settings {
         load_balancer_class: None,
         announce_classless: true,
     }
 }
 
-fn ip(s: &str) -> IpAddr {
+pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
 }
 
@@ -129,7 +129,7 @@ fn issue(kind: &'static str, namespace: &str, name: &str, message: &str) -> Issu
 }
 
 /// Front nodes a and b, back node c; one pool, one advertisement for all.
-fn cluster() -> Snapshot {
+pub(super) fn cluster() -> Snapshot {
     Snapshot {
         nodes: vec![
             node("a", json!({"node-role": "front"})),
