@@ -8,13 +8,17 @@ pub mod bpftool;
 pub mod capture;
 pub mod cluster;
 pub mod frames;
+pub mod kubelet;
 pub mod lan;
 pub mod model;
 pub mod netns;
+pub mod nginx;
 pub mod programs;
 pub mod rbac;
 pub mod scenario;
+pub mod story;
 pub mod topology;
+pub mod worker;
 
 /// Fails with a clear message when the tests cannot run here: they need
 /// root (CAP_NET_ADMIN, CAP_BPF) and iproute2. They never skip.

@@ -22,7 +22,8 @@ commands:
   build-ebpf   build the XDP programs (installs the toolchain when missing)
   build        build-ebpf, then the speaker binary (release) with the object embedded
   image        build, then its OCI image: target/image/speaker-<version>.oci.tar
-  demo         build, then show the XDP responder answering ARP in throw-away network namespaces
+  demo         build, then play the origin story in throw-away network namespaces
+               (`demo static`: speaker static answering ARP, step by step)
   test         build, then run the whole test suite (needs root, bpffs, network namespaces)
   bench        build, then run the benchmarks and write BENCHMARKS.md
 ";
@@ -112,6 +113,8 @@ fn demo(extra: &[String]) -> Result<()> {
     setup::all()?;
     let dir = ebpf::build()?;
     run(cargo(&dir).args(["build", "--package", "speaker"]))?;
+    // The worker the demo starts is a binary of its own.
+    run(cargo(&dir).args(["build", "--package", "speaker-tests", "--bins"]))?;
     run(cargo(&dir)
         .args([
             "run",
@@ -189,6 +192,7 @@ fn bench(extra: &[String]) -> Result<()> {
     setup::all()?;
     let dir = ebpf::build()?;
     run(cargo(&dir).args(["build", "--release", "--package", "speaker"]))?;
+    run(cargo(&dir).args(["build", "--release", "--package", "speaker-tests", "--bins"]))?;
     run(cargo(&dir)
         .args([
             "run",

@@ -5,7 +5,7 @@
 
 use std::{
     ffi::OsString,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -30,6 +30,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("kubernetes-client", "kubectl"),
     // The OCI image (cargo xtask image), built without a daemon.
     ("umoci", "umoci"),
+    // The front nodes' web server in the demo, the origin tests and the HTTP benchmark.
+    ("nginx", "nginx"),
 ];
 
 pub fn all() -> Result<()> {
@@ -160,7 +162,9 @@ fn install_bpf_linker(prefix: &std::path::Path) -> Result<()> {
 }
 
 fn have(bin: &str) -> bool {
-    succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")]))
+    // Daemons such as nginx live in /usr/sbin, which a user's PATH may lack.
+    Path::new("/usr/sbin").join(bin).exists()
+        || succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")]))
 }
 
 pub fn debian_packages() -> Result<()> {
@@ -180,29 +184,50 @@ pub fn debian_packages() -> Result<()> {
         );
     }
     run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
+    // Installing nginx must not start it on the host: the tests run their
+    // own, inside their namespaces. policy-rc.d is Debian's way to say so.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists() && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
+    if ours {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755));
+    }
+    let installed = run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing))
+        .args(&missing));
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed
 }
 
-/// Removes network namespaces left by test processes that no longer exist.
-/// Test namespaces are named `spk<pid>-...` (see tests/src/netns.rs).
+/// Removes network namespaces left by test processes that no longer exist,
+/// and their name resolution files (tests/src/worker.rs). Test namespaces
+/// are named `spk<pid>-...` (see tests/src/netns.rs).
 pub fn remove_leftover_namespaces() {
-    let Ok(list) = output(Command::new("ip").args(["netns", "list"])) else {
-        return;
-    };
-    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(pid) = name
-            .strip_prefix("spk")
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            eprintln!("xtask: removing leftover network namespace {name}");
-            let _ = succeeds(Command::new("ip").args(["netns", "del", name]));
+    if let Ok(list) = output(Command::new("ip").args(["netns", "list"])) {
+        for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+            if left_by_a_dead_test(name) {
+                eprintln!("xtask: removing leftover network namespace {name}");
+                let _ = succeeds(Command::new("ip").args(["netns", "del", name]));
+            }
         }
     }
+    for entry in std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if left_by_a_dead_test(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn left_by_a_dead_test(name: &str) -> bool {
+    name.strip_prefix("spk")
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
 }

@@ -1,5 +1,5 @@
-//! `cargo xtask demo`: the XDP responder answering ARP for a VIP, in
-//! network namespaces made for the demo and removed afterwards.
+//! `cargo xtask demo static`: `speaker static` answering ARP for a VIP
+//! from XDP, step by step, in two network namespaces made for the demo.
 
 use std::{
     io::Read,
@@ -10,12 +10,14 @@ use std::{
 use anyhow::{Context as _, Result};
 use speaker_tests::{
     agent::Agent,
-    netns::{Netns, run},
+    netns::{self, Netns},
     topology::{CLIENT_IP, NODE_IP, Pair, VIP},
 };
 
-fn step(title: &str) {
+fn step(title: &str) -> Result<()> {
+    crate::interrupted()?;
     println!("\n=== {title}");
+    Ok(())
 }
 
 fn show(ns: &Netns, argv: &[&str]) -> Result<()> {
@@ -28,12 +30,11 @@ fn show(ns: &Netns, argv: &[&str]) -> Result<()> {
 
 fn bpftool(args: &[&str]) -> Result<()> {
     println!("$ bpftool {}", args.join(" "));
-    println!("{}", run(Command::new("bpftool").args(args))?);
+    println!("{}", netns::run(Command::new("bpftool").args(args))?);
     Ok(())
 }
 
-fn main() -> Result<()> {
-    speaker_tests::require_privileges();
+pub fn run() -> Result<()> {
     let pair = Pair::new()?;
     println!(
         "Two network namespaces on one veth link:\n  node   {} ({NODE_IP}), VIP {VIP} accepted on lo with strict ARP, as kube-proxy IPVS does\n  client {} ({CLIENT_IP})",
@@ -41,7 +42,7 @@ fn main() -> Result<()> {
         pair.client.name()
     );
 
-    step("Start the agent on the node");
+    step("Start the agent on the node")?;
     let args = [
         "static",
         "--interface",
@@ -62,7 +63,7 @@ fn main() -> Result<()> {
     agent.wait_ready(&pair.node, "eth0")?;
     show(&pair.node, &["ip", "link", "show", "eth0"])?;
 
-    step("The client asks who has the VIP; XDP answers from the node's NIC");
+    step("The client asks who has the VIP; XDP answers from the node's NIC")?;
     let mut tcpdump = pair
         .client
         .command("tcpdump")
@@ -82,11 +83,11 @@ fn main() -> Result<()> {
     }
     println!("captured on the client:\n{captured}");
 
-    step("The client's own kernel resolves it and talks to the VIP");
+    step("The client's own kernel resolves it and talks to the VIP")?;
     show(&pair.client, &["ping", "-c", "1", "-W", "2", VIP])?;
     show(&pair.client, &["ip", "neigh", "show", VIP])?;
 
-    step("Inspect with bpftool");
+    step("Inspect with bpftool")?;
     let pins = agent.bpffs.display().to_string();
     bpftool(&["map", "dump", "pinned", &format!("{pins}/VIPS")])?;
     println!("(expires_ns is CLOCK_BOOTTIME: the agent pushes it forward every 500 ms)");
@@ -98,7 +99,7 @@ fn main() -> Result<()> {
 
     step(
         "Freeze the agent (SIGSTOP): after the 2 s hold time the kernel stops answering by itself",
-    );
+    )?;
     agent.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(2300));
     show(
@@ -110,13 +111,13 @@ fn main() -> Result<()> {
     println!("resumed (SIGCONT): the agent refreshes and re-announces");
     show(&pair.client, &["arping", "-c", "1", "-i", "eth0", VIP])?;
 
-    step("Stop the agent (SIGTERM): VIPs removed, XDP detached, pins removed");
+    step("Stop the agent (SIGTERM): VIPs removed, XDP detached, pins removed")?;
     let status = agent.terminate()?;
     println!("speaker exited: {status}");
     show(&pair.node, &["ip", "link", "show", "eth0"])?;
     println!("pins left: {}", agent.bpffs.exists());
 
-    step("Removing the namespaces");
+    step("Removing the namespaces")?;
     drop(agent);
     drop(pair);
     println!("done");
