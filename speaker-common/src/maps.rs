@@ -56,6 +56,40 @@ pub const PINNED_MAPS: [&str; 5] = [
     VIP_STATS_MAP,
 ];
 
+/// Bumped whenever what a pinned map holds changes meaning without its
+/// sizes changing (the clock of an expiry, the filter's hash, ...): an
+/// agent adopts the pinned maps a predecessor left only of its own layout.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The pinned maps as the program defines them: (name, key size, value
+/// size, max entries).
+pub const MAP_LAYOUT: [(&str, u32, u32, u32); 5] = [
+    (
+        VIPS_MAP,
+        size::<VipKey>(),
+        size::<VipEntry>(),
+        VIPS_MAX_ENTRIES,
+    ),
+    (COUNTERS_MAP, 4, size::<Counters>(), 1),
+    (
+        CONFLICTS_MAP,
+        size::<VipKey>(),
+        size::<Conflict>(),
+        CONFLICTS_MAX_ENTRIES,
+    ),
+    (FILTER_MAP, 4, 8, FILTER_WORDS),
+    (
+        VIP_STATS_MAP,
+        size::<VipKey>(),
+        size::<VipStats>(),
+        VIPS_MAX_ENTRIES,
+    ),
+];
+
+const fn size<T>() -> u32 {
+    core::mem::size_of::<T>() as u32
+}
+
 /// Address family of a [`VipKey`].
 pub const FAMILY_IPV4: u16 = 4;
 pub const FAMILY_IPV6: u16 = 6;
@@ -95,6 +129,16 @@ impl VipKey {
             vlan_id,
             family: FAMILY_IPV6,
             addr,
+        }
+    }
+
+    /// The VIP's address.
+    pub fn ip(&self) -> core::net::IpAddr {
+        if self.family == FAMILY_IPV4 {
+            let a = self.addr;
+            core::net::IpAddr::from([a[0], a[1], a[2], a[3]])
+        } else {
+            core::net::IpAddr::from(self.addr)
         }
     }
 }

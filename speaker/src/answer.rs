@@ -101,6 +101,73 @@ impl Answerer {
         }
     }
 
+    /// The answerer over a data plane adopted from a predecessor (see
+    /// [`Dataplane::open`]): each entry still live on one of this host's
+    /// interfaces, with its MAC, is answered on as it is, without
+    /// announcing (the LAN has it already); the others are removed.
+    /// Returns the VIPs adopted, each with its earliest expiry.
+    pub fn adopt(
+        dp: Dataplane,
+        mode: AttachMode,
+        burst: BurstSettings,
+        entries: Vec<(VipKey, VipEntry)>,
+    ) -> (Self, Vec<(IpAddr, Mono)>) {
+        let mut me = Self::new(dp, mode, burst);
+        let now = now_ns();
+        let mut found: BTreeMap<IpAddr, (Vec<Link>, Mono)> = BTreeMap::new();
+        for (key, e) in entries {
+            let vip = key.ip();
+            let link = Interface::by_index(key.ifindex).ok().map(|iface| Link {
+                iface,
+                vlan_id: key.vlan_id,
+            });
+            match link {
+                Some(link) if e.is_live(now) && e.mac == link.iface.mac => {
+                    let (links, expires) = found.entry(vip).or_insert((Vec::new(), Mono::MAX));
+                    links.push(link);
+                    *expires = (*expires).min(e.expires_ns);
+                }
+                _ => {
+                    if let Err(err) = me.dp.remove_vip(&key) {
+                        warn!(%vip, error = %error_chain(&err), "cannot remove a stale entry");
+                    }
+                }
+            }
+        }
+        let mut adopted = Vec::new();
+        for (vip, (links, expires)) in found {
+            let _span = info_span!("vip", %vip).entered();
+            let mut groups = Vec::new();
+            for link in &links {
+                if let Err(e) = me.attach(&link.iface) {
+                    warn!(%link, error = %format!("{e:#}"), "cannot attach");
+                }
+                if let IpAddr::V6(v6) = vip {
+                    let group = solicited_node(&v6.octets()).into();
+                    match Membership::join(link.iface.ifindex, group) {
+                        Ok(m) => groups.push(m),
+                        Err(e) => warn!(%link, error = %e, "cannot join the solicited-node group"),
+                    }
+                }
+            }
+            info!(links = ?links.iter().map(ToString::to_string).collect::<Vec<_>>(), "answering (adopted)");
+            me.vips.insert(
+                vip,
+                Answered {
+                    links,
+                    expires,
+                    _groups: groups,
+                },
+            );
+            adopted.push((vip, expires));
+        }
+        // Conflicts counted before the restart were reported then.
+        if let Ok(seen) = me.dp.maps().conflicts() {
+            me.conflicts_seen = seen.into_iter().map(|(k, c)| (k, c.count)).collect();
+        }
+        (me, adopted)
+    }
+
     /// Attaches the program to `iface` and opens its packet socket, once
     /// (several VLANs of one interface share them).
     pub fn attach(&mut self, iface: &Interface) -> Result<()> {
@@ -358,6 +425,13 @@ impl Answerer {
     /// The data plane's verdict counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
         self.dp.maps().counters()
+    }
+
+    /// Stops this process's part for a restart: the entries, the program
+    /// and the pins stay, for the successor `instance`-named `VERSION` lets
+    /// adopt; the kernel answers until the entries expire.
+    pub fn keep(self, instance: &str) -> Result<(), DataplaneError> {
+        self.dp.keep(instance)
     }
 
     /// Stops answering for everything, leaves the groups, detaches and

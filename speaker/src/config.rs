@@ -143,8 +143,28 @@ pub struct AgentArgs {
     /// may announce the VIP again.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub endpoint_probe_successes: u32,
+    /// On SIGTERM: `keep` leaves the VIPs answered and the data plane
+    /// attached for the agent's successor on this node to adopt (an
+    /// upgrade or restart moves nothing); `handover` hands every VIP to
+    /// another node; `auto` keeps inside Kubernetes unless this Node is
+    /// leaving (cordoned, not Ready, being deleted, or tainted for
+    /// removal), and hands over elsewhere. SIGINT always hands over.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub on_sigterm: OnSigterm,
+    /// After a `keep` stop, how long the VIPs stay answered with no
+    /// successor; other nodes wait 10% longer before taking over.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub restart_hold: Duration,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// What SIGTERM means to the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnSigterm {
+    Auto,
+    Keep,
+    Handover,
 }
 
 /// The local endpoint probe's settings (agent/probe.rs).
@@ -183,6 +203,7 @@ pub struct AgentConfig {
     pub peer_addr: Option<std::net::SocketAddr>,
     pub peer_key_file: Option<PathBuf>,
     pub probe: ProbeSettings,
+    pub on_sigterm: OnSigterm,
 }
 
 impl AgentArgs {
@@ -196,6 +217,7 @@ impl AgentArgs {
                 ApiOutage::Hold => self.max_hold,
                 ApiOutage::Release => Duration::ZERO,
             },
+            restart_hold: self.restart_hold,
             ..Timings::default()
         };
         timings
@@ -230,6 +252,7 @@ impl AgentArgs {
                 failures: self.endpoint_probe_failures,
                 successes: self.endpoint_probe_successes,
             },
+            on_sigterm: self.on_sigterm,
         })
     }
 }

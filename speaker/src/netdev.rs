@@ -84,6 +84,19 @@ impl Interface {
         })
     }
 
+    /// The interface with index `ifindex`, looked up as [`Interface::lookup`].
+    pub fn by_index(ifindex: u32) -> Result<Self, NetdevError> {
+        let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes into buf.
+        let name = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+        if name.is_null() {
+            return Err(NetdevError::NotFound(format!("ifindex {ifindex}")));
+        }
+        // SAFETY: on success buf holds a NUL-terminated name.
+        let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+        Self::lookup(&name.to_string_lossy())
+    }
+
     /// Whether the interface is up with carrier (IFF_UP and IFF_RUNNING).
     pub fn is_running(&self) -> Result<bool, NetdevError> {
         let sock = control_socket().map_err(|source| NetdevError::Io {

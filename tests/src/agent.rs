@@ -79,8 +79,16 @@ impl Agent {
         let log = std::env::temp_dir().join(format!("{}-speaker.log", ns.name()));
         let log_file = std::fs::File::create(&log)?;
         let bin = speaker_bin();
-        let child = ns
-            .command(bin.to_str().context("binary path is not UTF-8")?)
+        let mut cmd = ns.command(bin.to_str().context("binary path is not UTF-8")?);
+        // SAFETY: prctl is async-signal-safe. An agent must not outlive the
+        // test or tool that started it, however that ends.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .args(args)
             .env(
                 "RUST_LOG",
@@ -103,7 +111,10 @@ impl Agent {
             if let Some(status) = self.child.try_wait()? {
                 bail!("speaker exited early ({status}):\n{}", self.log());
             }
-            if ns.has_xdp(ifname)? && self.bpffs.join("VIPS").exists() {
+            // A predecessor's data plane, left for a restart, is ours once
+            // its VERSION is gone (adopted or cleared).
+            let left = std::fs::symlink_metadata(self.bpffs.join("VERSION")).is_ok();
+            if ns.has_xdp(ifname)? && self.bpffs.join("VIPS").exists() && !left {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -167,6 +178,12 @@ impl Agent {
         )
     }
 
+    /// Leaves the pins (and the program attached through them) when this
+    /// is dropped: a successor on the node adopts them.
+    pub fn leave_pins(&mut self) {
+        self.bpffs = PathBuf::new();
+    }
+
     /// The agent's log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -183,6 +200,8 @@ impl Drop for Agent {
         }
         let _ = std::fs::remove_file(&self.log);
         // A killed agent cannot unpin; its pins are removed here.
-        let _ = std::fs::remove_dir_all(&self.bpffs);
+        if !self.bpffs.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.bpffs);
+        }
     }
 }

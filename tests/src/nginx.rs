@@ -52,8 +52,15 @@ http {{
         );
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf)?;
-        let child = ns
-            .command(nginx_bin())
+        let mut cmd = ns.command(nginx_bin());
+        // SAFETY: prctl is async-signal-safe; nginx must not outlive us.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("-p")
             .arg(&dir)
             .arg("-c")

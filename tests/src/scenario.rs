@@ -27,6 +27,10 @@ pub struct Scenario {
     pub agents: Vec<Option<Agent>>,
     pub lan: Lan,
     pub vips: Vec<String>,
+    /// Extra arguments of every agent started from now on. They hand over
+    /// on SIGTERM unless told otherwise (`--on-sigterm keep`), wherever
+    /// the tests run.
+    pub agent_args: Vec<String>,
 }
 
 /// A Ready front Node at `ip` (where its agent's peers reach it).
@@ -122,6 +126,7 @@ impl Scenario {
             agents,
             lan,
             vips: vips.iter().map(|v| v.to_string()).collect(),
+            agent_args: vec!["--on-sigterm".into(), "handover".into()],
         })
     }
 
@@ -142,6 +147,10 @@ impl Scenario {
         let ns = self.lan.cluster.namespace();
         #[rustfmt::skip]
         let args = ["agent", "--node-name", node, "--namespace", ns, "--config-namespace", ns, "-i", "eth0", "--metrics-addr", "127.0.0.1:7474"];
+        let args: Vec<&str> = args
+            .into_iter()
+            .chain(self.agent_args.iter().map(String::as_str))
+            .collect();
         Agent::start_with_env(&f.ns, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])
     }
 

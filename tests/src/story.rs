@@ -39,6 +39,9 @@ pub struct Options {
     pub endpoint_probe: bool,
     /// How often the worker sends a request.
     pub every: Duration,
+    /// What the agents do on SIGTERM: keep their VIPs for their successor
+    /// (a restart) or hand them over.
+    pub keep_on_sigterm: bool,
 }
 
 impl Default for Options {
@@ -48,6 +51,7 @@ impl Default for Options {
             readiness: ReadinessProbe::default(),
             endpoint_probe: true,
             every: Duration::from_millis(50),
+            keep_on_sigterm: false,
         }
     }
 }
@@ -89,6 +93,12 @@ impl Story {
             nginx.push(Some(start_nginx(&s, i)?));
             kubelets.push(Some(start_kubelet(&s, i, options.readiness)?));
         }
+        let on_sigterm = if options.keep_on_sigterm {
+            "keep"
+        } else {
+            "handover"
+        };
+        s.agent_args = vec!["--on-sigterm".into(), on_sigterm.into()];
         let controller = s.start_controller()?;
         if crate::wait_for(Duration::from_secs(10), || s.service_ips(0) == [VIP]).is_none() {
             bail!(
@@ -141,6 +151,23 @@ impl Story {
     }
 
     pub fn restart_agent(&mut self, i: usize) -> Result<()> {
+        self.scenario.start(i)
+    }
+
+    /// The agent of node `i` stopped (SIGTERM) and, once it has exited,
+    /// started again, as a DaemonSet's rolling update does.
+    pub fn restart_agent_in_place(&mut self, i: usize) -> Result<()> {
+        let name = self.scenario.lan.fronts[i].name.clone();
+        let mut agent = self.scenario.take(&name)?;
+        let status = agent.terminate()?;
+        if !status.success() {
+            bail!(
+                "the agent of {name} stopped with {status}:\n{}",
+                agent.log()
+            );
+        }
+        agent.leave_pins();
+        drop(agent);
         self.scenario.start(i)
     }
 

@@ -11,6 +11,7 @@ mod local;
 mod peers;
 mod probe;
 mod requests;
+mod stop;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -29,7 +30,7 @@ use tracing::{info, warn};
 use crate::{
     answer::Answerer,
     config::AgentConfig,
-    dataplane::{Dataplane, error_chain, now_ns},
+    dataplane::{Dataplane, DataplaneError, PinLock, error_chain, now_ns},
     election::{Action, Election, Event, Mono},
     eligibility,
     k8s::{
@@ -124,9 +125,16 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 anyhow::bail!("{why}");
             }
             _ = sigterm.recv(), if stop_by.is_none() => {
-                info!("SIGTERM: handing VIPs over");
+                let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+                let node = stores.node(&cfg.node);
                 stop_by = Some(Instant::now() + STOP_GRACE);
-                events.push(Event::Shutdown);
+                if stop::keeps(cfg.on_sigterm, in_cluster, node.as_deref()) {
+                    info!("SIGTERM: stopping for a restart, VIPs kept answered");
+                    events.push(Event::Restarting);
+                } else {
+                    info!("SIGTERM: handing VIPs over");
+                    events.push(Event::Shutdown);
+                }
             }
             _ = sigint.recv(), if stop_by.is_none() => {
                 info!("SIGINT: handing VIPs over");
@@ -144,6 +152,19 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         {
             break;
         }
+    }
+    if agent.election.keeps() {
+        let until: Vec<String> = agent
+            .election
+            .owned()
+            .map(|(vip, expires)| {
+                let left = expires.saturating_sub(now_ns()) / 1_000_000;
+                format!("{vip} for {left} ms")
+            })
+            .collect();
+        agent.answer.keep(&agent.instance)?;
+        info!(answered = ?until, "stopped for a restart: XDP attached, pins kept, VIPs answered until the successor adopts them");
+        return Ok(());
     }
     agent.answer.shutdown();
     agent.requests.release_node_lease().await;
@@ -166,17 +187,43 @@ async fn start(
         cfg.timings.lease_duration,
     );
     let events = Events::new(client.clone(), "speaker", &cfg.node);
+    // One agent per host: a second one (or a successor started before its
+    // predecessor has ended) is refused before it touches anything.
+    let lock = match PinLock::take(&cfg.bpffs) {
+        Err(e @ DataplaneError::Busy { .. }) => {
+            events
+                .node_warning(&cfg.node, "DuplicateAgent", e.to_string())
+                .await;
+            return Err(e.into());
+        }
+        other => other?,
+    };
+    // A predecessor that stopped for a restart left its entries answering
+    // up to its restart hold; from the moment we renew, followers wait
+    // only a lease duration, so no entry may outlive our own deadline.
+    let predecessor = lock.predecessor().ok();
+    if predecessor.is_some() {
+        let now = now_ns();
+        let shortened = lock.clamp(now, now + cfg.timings.renew_deadline.as_nanos() as u64)?;
+        info!(shortened, "a predecessor left its data plane for us");
+    }
     // Before touching the data plane: a second agent under this node's
     // name must not replace the first one's program or maps.
-    acquire_node_lease(&leases, &events, cfg).await?;
+    acquire_node_lease(
+        &leases,
+        &events,
+        cfg,
+        predecessor.as_ref().map(|p| p.instance.as_str()),
+    )
+    .await?;
     let metrics = Arc::new(Mutex::new(Metrics {
         node: cfg.node.clone(),
         ..Metrics::default()
     }));
     metrics::serve(cfg.metrics_addr, metrics.clone()).await?;
 
-    let dp = Dataplane::load(&cfg.bpffs)?;
-    let mut answer = Answerer::new(dp, cfg.xdp_mode, cfg.burst);
+    let (dp, found) = Dataplane::open(lock, predecessor.is_some())?;
+    let (mut answer, adopted) = Answerer::adopt(dp, cfg.xdp_mode, cfg.burst, found.entries);
     for link in &cfg.default_links {
         answer.attach(&link.iface)?;
     }
@@ -200,8 +247,9 @@ async fn start(
         }
         None => None,
     };
-    let agent = Agent {
-        election: Election::new(&cfg.node, cfg.timings),
+    let mut agent = Agent {
+        election: Election::new(&cfg.node, cfg.timings).awaiting_plan(),
+        instance,
         answer,
         local: Local::new(&cfg.node, cfg.default_links.clone()),
         requests: Requests::new(leases, tx, metrics.clone(), cfg.timings.request_timeout),
@@ -216,15 +264,27 @@ async fn start(
         probes_in_flight: HashSet::new(),
         probe_tx: None,
     };
+    if !adopted.is_empty() {
+        metrics::update(&agent.metrics, |m| m.adopted = adopted.len() as u64);
+        agent.handle(Event::Adopted { vips: adopted });
+    }
     Ok((agent, stores, rx))
 }
 
 /// Takes this node's lease for this process, retrying while the API cannot
 /// be reached; refuses to run, with an Event on the Node, when another
 /// live agent renews it.
-async fn acquire_node_lease(leases: &Leases, events: &Events, cfg: &AgentConfig) -> Result<()> {
+async fn acquire_node_lease(
+    leases: &Leases,
+    events: &Events,
+    cfg: &AgentConfig,
+    predecessor: Option<&str>,
+) -> Result<()> {
     loop {
-        match leases.acquire(cfg.timings.lease_duration).await {
+        match leases
+            .acquire(cfg.timings.lease_duration, predecessor)
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(e @ LeaseError::Duplicate { .. }) => {
                 events
@@ -250,6 +310,8 @@ fn mono_to_instant(at: Mono, now: Mono) -> Instant {
 
 struct Agent {
     election: Election,
+    /// This process's identity in the node lease.
+    instance: String,
     answer: Answerer,
     local: Local,
     requests: Requests,
@@ -291,7 +353,8 @@ impl Agent {
                 req,
                 base,
                 witnesses,
-            } => self.requests.renew(req, base, witnesses),
+                restart_hold,
+            } => self.requests.renew(req, base, witnesses, restart_hold),
             Action::AskHold { round, peers } => {
                 if let Some(p) = &self.peers {
                     p.ask_hold(round, &peers);
@@ -427,7 +490,9 @@ impl Agent {
         self.health.set_targets(self.local.probe_targets());
         self.local.set_unhealthy(self.health.down());
         self.relink();
-        self.eligibility()
+        let mut events = self.eligibility();
+        events.push(Event::Planned);
+        events
     }
 
     /// Another host claims a VIP we answer for (the data plane saw its

@@ -70,27 +70,34 @@ impl Requests {
 
     /// Renews the node lease (renewal `req`, at version `base`, naming
     /// `witnesses`); answers [`Event::RenewDone`] with the send time.
-    pub fn renew(&self, req: u64, base: Option<String>, witnesses: Vec<String>) {
+    pub fn renew(
+        &self,
+        req: u64,
+        base: Option<String>,
+        witnesses: Vec<String>,
+        restart_hold: Option<std::time::Duration>,
+    ) {
         let sent_at: Mono = now_ns();
         let (leases, events, metrics, limit) = self.handles();
         let superseded = self.superseded.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let outcome = match timeout(limit, leases.renew(base, req, &witnesses)).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(e @ LeaseError::Duplicate { .. })) => {
-                    superseded.send_replace(Some(e.to_string()));
-                    RenewOutcome::Failed
-                }
-                Ok(Err(e)) => {
-                    debug!(error = %e, "lease renewal failed");
-                    RenewOutcome::Failed
-                }
-                Err(_) => {
-                    debug!("lease renewal timed out");
-                    RenewOutcome::Failed
-                }
-            };
+            let outcome =
+                match timeout(limit, leases.renew(base, req, &witnesses, restart_hold)).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(e @ LeaseError::Duplicate { .. })) => {
+                        superseded.send_replace(Some(e.to_string()));
+                        RenewOutcome::Failed
+                    }
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "lease renewal failed");
+                        RenewOutcome::Failed
+                    }
+                    Err(_) => {
+                        debug!("lease renewal timed out");
+                        RenewOutcome::Failed
+                    }
+                };
             let took = started.elapsed();
             metrics::update(&metrics, |m| {
                 match outcome {
@@ -115,11 +122,15 @@ impl Requests {
                 Ok(Ok(lease)) => (lease, true),
                 _ => (None, false),
             };
-            let (rv, witnesses) = lease.unzip();
+            let (rv, witnesses, restart_hold) = match lease {
+                Some((rv, w, r)) => (Some(rv), w, r),
+                None => (None, Vec::new(), None),
+            };
             let _ = events.send(Event::NodeLeaseRead {
                 req,
                 rv,
-                witnesses: witnesses.unwrap_or_default(),
+                witnesses,
+                restart_hold,
                 ok,
             });
         });

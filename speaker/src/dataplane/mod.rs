@@ -3,6 +3,7 @@
 
 mod diff;
 mod objects;
+mod pins;
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -13,10 +14,16 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 pub use diff::MapDiff;
 pub use objects::SPEAKER_XDP;
+use pins::Pins;
+pub use pins::{PinLock, Predecessor, VERSION_PIN};
 use speaker_common::maps::{
     CONFLICTS_MAP, COUNTERS_MAP, Conflict, Counters, FILTER_MAP, FILTER_WORDS, PINNED_MAPS,
     VIP_STATS_MAP, VIPS_MAP, VipEntry, VipKey, VipStats, XDP_PROGRAM, filter_slot,
@@ -54,6 +61,10 @@ pub enum DataplaneError {
     },
     #[error("{path} is not on a bpf filesystem (mount one, e.g. `mount -t bpf bpf /sys/fs/bpf`)")]
     NotBpffs { path: PathBuf },
+    #[error(
+        "another agent on this host uses {path} (it holds the folder's lock): one agent per host"
+    )]
+    Busy { path: PathBuf },
     #[error("cannot pin map {map} at {path}")]
     Pin {
         map: &'static str,
@@ -82,28 +93,102 @@ pub enum AttachMode {
 
 /// The loaded XDP responder and its maps.
 pub struct Dataplane {
-    // Dropping `ebpf` detaches the program (its links are fd-based).
+    // Dropping `ebpf` detaches the links it holds (fd-based).
     ebpf: Ebpf,
     maps: Maps,
     filter: Filter,
-    links: StdHashMap<u32, XdpLinkId>,
+    links: StdHashMap<u32, Attached>,
     pins: Pins,
+    _lock: Option<PinLock>,
+}
+
+/// How the program is attached to an interface.
+enum Attached {
+    /// A link the program holds (unpinned: no bpffs folder, or a kernel
+    /// without XDP bpf_links); ends with the process.
+    Held(XdpLinkId),
+    /// A link pinned at `LINK_<ifindex>`, which keeps it attached after
+    /// the process ends, until the pin is removed.
+    Pinned(FdLink),
+}
+
+/// What [`Dataplane::open`] found in its folder.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The entries a predecessor left answering (adopted with its maps and
+    /// links, the program swapped for this one in place).
+    pub entries: Vec<(VipKey, VipEntry)>,
+    /// Why what was left could not be adopted (it was cleared instead).
+    pub not_adopted: Option<String>,
 }
 
 impl Dataplane {
-    /// Loads the embedded responder into the kernel (not yet attached) and
-    /// pins its maps under `pin_dir` (on a bpffs), replacing what an earlier
-    /// run left there, so `bpftool map dump pinned DIR/VIPS` works.
+    /// Loads the embedded responder into the kernel and pins its maps
+    /// under `pin_dir` (on a bpffs, locked: see [`PinLock`]), replacing
+    /// what an earlier run left there, so `bpftool map dump pinned
+    /// DIR/VIPS` works.
     pub fn load(pin_dir: &Path) -> Result<Self, DataplaneError> {
-        Self::load_object(SPEAKER_XDP, Some(pin_dir))
+        let lock = PinLock::take(pin_dir)?;
+        Self::open(lock, false).map(|(dp, _)| dp)
     }
 
-    /// Loads a responder object, pinning its maps when given a folder.
+    /// Loads the embedded responder over the folder `lock` holds: when
+    /// `adopt` and a predecessor left its data plane there for a restart
+    /// (see [`PinLock::predecessor`]), its maps are reused and its links
+    /// made to run this program, atomically, so answering never stops;
+    /// otherwise whatever was left is cleared first.
+    pub fn open(lock: PinLock, adopt: bool) -> Result<(Self, Found), DataplaneError> {
+        let dir = lock.dir().to_path_buf();
+        let mut found = Found::default();
+        let adopting = match lock.predecessor() {
+            Ok(_) if adopt => true,
+            Ok(_) => false,
+            Err(why) => {
+                if let Some(why) = &why {
+                    warn!(reason = %why, "the data plane left for a restart cannot be adopted; reloading");
+                }
+                found.not_adopted = why;
+                false
+            }
+        };
+        if !adopting {
+            Pins::clear(&dir)?;
+        }
+        let mut dp = Self::load_with(SPEAKER_XDP, Some(&dir))?;
+        dp._lock = Some(lock);
+        if adopting {
+            found.entries = dp.maps.vips()?;
+            dp.filter.adopt(found.entries.iter().map(|(k, _)| *k))?;
+            dp.adopt_links(&dir);
+            // Adopted: nothing is left for a restart any more.
+            let _ = fs::remove_file(dir.join(VERSION_PIN));
+            info!(
+                entries = found.entries.len(),
+                "adopted the data plane left for a restart"
+            );
+        }
+        Ok((dp, found))
+    }
+
+    /// Loads a responder object (maps unpinned), for tests and benchmarks.
     pub fn load_object(object: &[u8], pin_dir: Option<&Path>) -> Result<Self, DataplaneError> {
+        Self::load_with(object, pin_dir)
+    }
+
+    /// Loads a responder object, its maps pinned in `pin_dir` when given
+    /// (reused when pinned there already).
+    fn load_with(object: &[u8], pin_dir: Option<&Path>) -> Result<Self, DataplaneError> {
         if object.is_empty() {
             return Err(DataplaneError::NoObject);
         }
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<(&str, PathBuf)> = pin_dir
+            .map(|d| PINNED_MAPS.iter().map(|n| (*n, d.join(n))).collect())
+            .unwrap_or_default();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .load(object)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
         let program: &mut Xdp = ebpf
@@ -114,24 +199,55 @@ impl Dataplane {
         program
             .load()
             .map_err(|e| DataplaneError::Program(Box::new(e)))?;
-        let mut pins = Pins::default();
-        if let Some(dir) = pin_dir {
-            pins.prepare(dir)?;
-        }
         let maps = Maps {
-            vips: take_map(&mut ebpf, VIPS_MAP, &mut pins)?,
-            counters: take_map(&mut ebpf, COUNTERS_MAP, &mut pins)?,
-            conflicts: take_map(&mut ebpf, CONFLICTS_MAP, &mut pins)?,
-            stats: take_map(&mut ebpf, VIP_STATS_MAP, &mut pins)?,
+            vips: take_map(&mut ebpf, VIPS_MAP)?,
+            counters: take_map(&mut ebpf, COUNTERS_MAP)?,
+            conflicts: take_map(&mut ebpf, CONFLICTS_MAP)?,
+            stats: take_map(&mut ebpf, VIP_STATS_MAP)?,
         };
-        let filter = Filter::new(take_map(&mut ebpf, FILTER_MAP, &mut pins)?);
+        let filter = Filter::new(take_map(&mut ebpf, FILTER_MAP)?);
         Ok(Self {
             ebpf,
             maps,
             filter,
             links: StdHashMap::new(),
-            pins,
+            pins: Pins::new(pin_dir),
+            _lock: None,
         })
+    }
+
+    fn xdp(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        self.ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(DataplaneError::Missing("XDP program"))?
+            .try_into()
+            .map_err(|e| DataplaneError::Program(Box::new(e)))
+    }
+
+    /// Makes each pinned link run this program (bpf_link_update: the old
+    /// program answers until the new one does). A link that cannot be
+    /// taken over is removed, which detaches it; the interface is attached
+    /// afresh when needed.
+    fn adopt_links(&mut self, dir: &Path) {
+        for (ifindex, path) in Pins::links(dir) {
+            let taken = (|| -> Result<FdLink, String> {
+                let pinned = PinnedLink::from_pin(&path).map_err(|e| e.to_string())?;
+                let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| e.to_string())?;
+                let program = self.xdp().map_err(|e| e.to_string())?;
+                let id = program.attach_to_link(link).map_err(|e| e.to_string())?;
+                let link = program.take_link(id).map_err(|e| e.to_string())?;
+                FdLink::try_from(link).map_err(|e| e.to_string())
+            })();
+            match taken {
+                Ok(link) => {
+                    self.links.insert(ifindex, Attached::Pinned(link));
+                }
+                Err(error) => {
+                    warn!(ifindex, %error, "cannot take over the link left for a restart; detaching it");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
     }
 
     /// The loaded program, for BPF_PROG_TEST_RUN.
@@ -143,18 +259,13 @@ impl Dataplane {
             .map_err(|e| DataplaneError::Program(Box::new(e)))
     }
 
-    /// Attaches to `iface`; returns the mode it runs in.
-    pub fn attach(
-        &mut self,
-        iface: &Interface,
-        mode: AttachMode,
-    ) -> Result<XdpMode, DataplaneError> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(XDP_PROGRAM)
-            .ok_or(DataplaneError::Missing("XDP program"))?
-            .try_into()
-            .map_err(|e| DataplaneError::Program(Box::new(e)))?;
+    /// Attaches to `iface`, once (a link adopted from a predecessor counts).
+    pub fn attach(&mut self, iface: &Interface, mode: AttachMode) -> Result<(), DataplaneError> {
+        if self.links.contains_key(&iface.ifindex) {
+            return Ok(());
+        }
+        let pin = self.pins.dir().map(|d| Pins::link_path(d, iface.ifindex));
+        let program = self.xdp()?;
         let attempt = |program: &mut Xdp, m: XdpMode, label: &'static str| {
             program
                 .attach_to_if_index(iface.ifindex, m)
@@ -183,22 +294,50 @@ impl Dataplane {
                 }
             },
         };
-        self.links.insert(iface.ifindex, link);
+        // Pinned, the program stays attached after this process ends, for
+        // a successor to adopt (see `keep`); removing the pin detaches it.
+        let attached = match pin {
+            Some(path) => match pin_link(program, link, &path) {
+                Ok(pinned) => Attached::Pinned(pinned),
+                Err(error) => {
+                    warn!(interface = %iface.name, %error,
+                        "cannot pin the XDP link: a restart of the agent will not keep it attached");
+                    Attached::Held(program.attach_to_if_index(iface.ifindex, used).map_err(
+                        |e| DataplaneError::Attach {
+                            iface: iface.name.clone(),
+                            mode: "again",
+                            source: Box::new(e),
+                        },
+                    )?)
+                }
+            },
+            None => Attached::Held(link),
+        };
+        self.links.insert(iface.ifindex, attached);
         info!(interface = %iface.name, mode = ?used, "XDP responder attached");
-        Ok(used)
+        Ok(())
     }
 
     /// Detaches from every interface.
     pub fn detach_all(&mut self) {
-        let Some(program) = self.ebpf.program_mut(XDP_PROGRAM) else {
-            return;
-        };
-        let Ok(program): Result<&mut Xdp, _> = program.try_into() else {
-            return;
-        };
-        for (ifindex, link) in self.links.drain() {
-            if let Err(e) = program.detach(link) {
-                warn!(ifindex, error = %error_chain(&e), "cannot detach XDP program");
+        let dir = self.pins.dir().map(Path::to_path_buf);
+        let links: Vec<(u32, Attached)> = self.links.drain().collect();
+        for (ifindex, link) in links {
+            match link {
+                Attached::Held(id) => {
+                    if let Ok(program) = self.xdp()
+                        && let Err(e) = program.detach(id)
+                    {
+                        warn!(ifindex, error = %error_chain(&e), "cannot detach XDP program");
+                    }
+                }
+                // Dropping the last holder of a link detaches it.
+                Attached::Pinned(link) => {
+                    if let Some(dir) = &dir {
+                        let _ = fs::remove_file(Pins::link_path(dir, ifindex));
+                    }
+                    drop(link);
+                }
             }
         }
     }
@@ -206,6 +345,27 @@ impl Dataplane {
     /// Removes the pins (and their folder, when empty).
     pub fn unpin(&mut self) {
         self.pins.remove();
+    }
+
+    /// Ends this process's hold on the data plane, leaving it running: the
+    /// program attached through its pinned links, the maps pinned, and
+    /// `VERSION` naming `instance`, for a successor to adopt. Entries go on
+    /// answering until their expiry. Links that could not be pinned are
+    /// detached (they end with the process anyway).
+    pub fn keep(mut self, instance: &str) -> Result<(), DataplaneError> {
+        let links: Vec<(u32, Attached)> = self.links.drain().collect();
+        for (ifindex, link) in links {
+            match link {
+                Attached::Pinned(link) => drop(link),
+                Attached::Held(id) => {
+                    warn!(ifindex, "the XDP link is not pinned: detached");
+                    if let Ok(program) = self.xdp() {
+                        let _ = program.detach(id);
+                    }
+                }
+            }
+        }
+        self.pins.keep(instance)
     }
 
     /// Inserts or replaces a VIP entry. The filter bit goes first, so the
@@ -379,6 +539,28 @@ impl Filter {
         }
     }
 
+    /// Takes over the bits of adopted entries: the words are rebuilt from
+    /// their keys and all written, so no adopted VIP's bit is ever cleared
+    /// by a later write.
+    fn adopt(&mut self, keys: impl Iterator<Item = VipKey>) -> Result<(), DataplaneError> {
+        for key in keys {
+            if self.keys.insert(key) {
+                let slot = filter_slot(&key.addr);
+                *self.users.entry(slot).or_insert(0) += 1;
+                self.words[usize::from(slot >> 6)] |= 1u64 << (slot & 63);
+            }
+        }
+        for (index, word) in self.words.iter().enumerate() {
+            self.map
+                .set(index as u32, *word, 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: FILTER_MAP,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
     fn add(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
         if !self.keys.insert(*key) {
             return Ok(());
@@ -436,133 +618,21 @@ fn is_not_found(e: &aya::maps::MapError) -> bool {
     }
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str, pins: &mut Pins) -> Result<T, DataplaneError>
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DataplaneError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
     let map = ebpf.take_map(name).ok_or(DataplaneError::Missing(name))?;
-    pins.pin(&map, name)?;
     T::try_from(map).map_err(|source| DataplaneError::Map { map: name, source })
 }
 
-/// The pinned maps of this run; removed on drop.
-#[derive(Default)]
-struct Pins {
-    dir: Option<PathBuf>,
-}
-
-impl Pins {
-    /// Makes `dir` on a bpffs and clears what an earlier run left in it.
-    fn prepare(&mut self, dir: &Path) -> Result<(), DataplaneError> {
-        prepare_bpffs_dir(dir)?;
-        for name in PINNED_MAPS {
-            let path = dir.join(name);
-            match fs::remove_file(&path) {
-                Ok(()) => info!(path = %path.display(), "replaced a pin left by an earlier run"),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(DataplaneError::Bpffs {
-                        path,
-                        what: "cannot remove stale pin",
-                        source,
-                    });
-                }
-            }
-        }
-        self.dir = Some(dir.to_path_buf());
-        Ok(())
-    }
-
-    fn pin(&self, map: &aya::maps::Map, name: &'static str) -> Result<(), DataplaneError> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        map.pin(dir.join(name))
-            .map_err(|source| DataplaneError::Pin {
-                map: name,
-                path: dir.join(name),
-                source,
-            })
-    }
-
-    fn remove(&mut self) {
-        let Some(dir) = self.dir.take() else {
-            return;
-        };
-        for name in PINNED_MAPS {
-            let path = dir.join(name);
-            if let Err(e) = fs::remove_file(&path)
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                warn!(path = %path.display(), error = %e, "cannot remove pin");
-            }
-        }
-        let _ = fs::remove_dir(&dir);
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-fn is_bpffs(path: &Path) -> io::Result<bool> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: statfs on a valid C string into a zeroed struct.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    #[allow(clippy::unnecessary_cast)]
-    Ok(st.f_type as i64 == BPF_FS_MAGIC)
-}
-
-/// Makes `dir` exist on a bpffs. When /sys/fs/bpf itself is not mounted
-/// (common on minimal hosts), mounts it there.
-fn prepare_bpffs_dir(dir: &Path) -> Result<(), DataplaneError> {
-    fn io_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> DataplaneError {
-        let path = path.to_path_buf();
-        move |source| DataplaneError::Bpffs { path, what, source }
-    }
-    let root = Path::new("/sys/fs/bpf");
-    if dir.parent() == Some(root) && !is_bpffs(root).map_err(io_err(root, "cannot stat"))? {
-        info!("mounting bpffs at /sys/fs/bpf");
-        mount_bpffs(root).map_err(io_err(root, "cannot mount bpffs"))?;
-    }
-    let mut existing = dir;
-    while !existing.exists() {
-        existing = existing.parent().unwrap_or(root);
-    }
-    if !is_bpffs(existing).map_err(io_err(existing, "cannot stat"))? {
-        return Err(DataplaneError::NotBpffs {
-            path: dir.to_path_buf(),
-        });
-    }
-    fs::create_dir_all(dir).map_err(io_err(dir, "cannot create folder"))?;
-    Ok(())
-}
-
-fn mount_bpffs(at: &Path) -> io::Result<()> {
-    let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: mount(2) with valid C strings.
-    let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            target.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            c"mode=0700".as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// Takes `id` from `program` and pins it at `path`; the fd is kept.
+fn pin_link(program: &mut Xdp, id: XdpLinkId, path: &Path) -> Result<FdLink, String> {
+    let link = program.take_link(id).map_err(|e| e.to_string())?;
+    let fd = FdLink::try_from(link).map_err(|e| e.to_string())?;
+    let _ = fs::remove_file(path);
+    let pinned = fd.pin(path).map_err(|e| e.to_string())?;
+    Ok(FdLink::from(pinned))
 }
 
 /// CLOCK_BOOTTIME in nanoseconds: the clock `bpf_ktime_get_boot_ns` reads,

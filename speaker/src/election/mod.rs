@@ -63,6 +63,10 @@ pub struct Timings {
     /// answering on its peers' promises; zero: never
     /// (`--api-outage=release`).
     pub max_hold: Duration,
+    /// How long an agent stopping for a restart keeps its VIPs answered
+    /// past its last renewal, for its successor on the node to adopt them;
+    /// other nodes wait 10% more before taking over (`--restart-hold`).
+    pub restart_hold: Duration,
 }
 
 impl Default for Timings {
@@ -75,6 +79,7 @@ impl Default for Timings {
             request_timeout: Duration::from_secs(1),
             hold_promise: Duration::from_secs(4),
             max_hold: Duration::from_secs(300),
+            restart_hold: Duration::from_secs(10),
         }
     }
 }
@@ -226,6 +231,9 @@ pub enum Event {
         node: String,
         rv: Option<String>,
         witnesses: Vec<String>,
+        /// Its agent stopped for a restart with this version and answers
+        /// this long past sending it.
+        restart_hold: Option<Duration>,
     },
     /// A VIP's record as watched; `None`: it does not exist.
     Record { vip: IpAddr, record: Option<Record> },
@@ -244,6 +252,7 @@ pub enum Event {
         req: u64,
         rv: Option<String>,
         witnesses: Vec<String>,
+        restart_hold: Option<Duration>,
         ok: bool,
     },
     /// Peer `from`, an owner cut off from the API, asks us to promise not
@@ -277,6 +286,18 @@ pub enum Event {
     },
     /// Stop: hand every VIP over.
     Shutdown,
+    /// Stop for a restart: release nothing, renew once more saying so, and
+    /// leave the entries answering until that renewal's send time +
+    /// restart hold, for the successor to adopt.
+    Restarting,
+    /// At start, before anything else: the entries a predecessor on this
+    /// node left answering, with their expiry. Each is kept, without a new
+    /// term, if its record still names this node once the records are
+    /// known and our lease is live; removed otherwise.
+    Adopted { vips: Vec<(IpAddr, Mono)> },
+    /// The agent's first plan is in: until then, a VIP not (yet) eligible
+    /// is neither released nor handed over (see [`Election::awaiting_plan`]).
+    Planned,
 }
 
 /// What the agent must do. Every request action is answered by an event
@@ -291,6 +312,9 @@ pub enum Action {
         req: u64,
         base: Option<String>,
         witnesses: Vec<String>,
+        /// The last renewal before a restart: other nodes wait for this
+        /// long (+10%) after seeing it.
+        restart_hold: Option<Duration>,
     },
     /// Read a node lease afresh (not from a watch cache).
     ReadNodeLease { req: u64, node: String },
@@ -417,6 +441,9 @@ pub enum VipState {
     },
     /// Answering, with the entry expiring at `expires`.
     Owning { term: u64, expires: Mono },
+    /// Answering on an entry a predecessor on this node left, expiring at
+    /// `expires`, until the record says whether it is still ours.
+    Adopted { expires: Mono },
     /// Entry removed, release write in flight.
     Releasing { req: u64 },
 }
@@ -516,6 +543,9 @@ struct Seen {
     rv: Option<String>,
     since: Mono,
     witnesses: Vec<String>,
+    /// Its agent stopped for a restart with this version (see
+    /// [`Event::Restarting`]).
+    restart_hold: Option<Duration>,
 }
 
 impl Seen {
@@ -524,6 +554,7 @@ impl Seen {
             rv: None,
             since: now,
             witnesses: Vec::new(),
+            restart_hold: None,
         }
     }
 }
@@ -550,6 +581,11 @@ pub struct Election {
     vips: BTreeMap<IpAddr, Vip>,
     records_synced: bool,
     shutting_down: bool,
+    /// Stopping for a restart: the final renewal's request, and whether it
+    /// has been answered.
+    restarting: Option<(u64, bool)>,
+    /// Whether the agent's plan has been seen (see [`Event::Planned`]).
+    planned: bool,
     next_req: u64,
     /// Our node lease at the newest version we know of.
     own: Option<OwnLease>,
@@ -581,6 +617,8 @@ impl Election {
             vips: BTreeMap::new(),
             records_synced: false,
             shutting_down: false,
+            restarting: None,
+            planned: true,
             next_req: 0,
             own: None,
             renewals: BTreeMap::new(),
@@ -593,6 +631,15 @@ impl Election {
         }
     }
 
+    /// An election that neither releases nor hands over a VIP for not
+    /// being eligible until [`Event::Planned`]: an agent's watches may show
+    /// it its records before its first plan, and a restarted agent must not
+    /// give up its VIPs for that.
+    pub fn awaiting_plan(mut self) -> Self {
+        self.planned = false;
+        self
+    }
+
     pub fn node(&self) -> &str {
         &self.me
     }
@@ -600,7 +647,9 @@ impl Election {
     /// The VIPs this node answers for, with their entries' expiry.
     pub fn owned(&self) -> impl Iterator<Item = (IpAddr, Mono)> + '_ {
         self.vips.iter().filter_map(|(vip, v)| match v.state {
-            VipState::Owning { expires, .. } => Some((*vip, expires)),
+            VipState::Owning { expires, .. } | VipState::Adopted { expires } => {
+                Some((*vip, expires))
+            }
             _ => None,
         })
     }
@@ -615,12 +664,39 @@ impl Election {
     }
 
     /// After [`Event::Shutdown`]: true once nothing is owned or in flight.
+    /// After [`Event::Restarting`]: once the final renewal is answered.
     pub fn stopped(&self) -> bool {
+        if let Some((_, answered)) = self.restarting {
+            return answered;
+        }
         self.shutting_down
             && self
                 .vips
                 .values()
                 .all(|v| v.state == VipState::Following && !self.holds_record(v))
+    }
+
+    /// Whether the VIPs stay answered after the stop (a restart).
+    pub fn keeps(&self) -> bool {
+        self.restarting.is_some()
+    }
+
+    /// Stopping and handing over (not for a restart).
+    fn handing_over(&self) -> bool {
+        self.shutting_down && self.restarting.is_none()
+    }
+
+    /// Not eligible as far as the plan says (nothing before the first plan).
+    fn unwanted(&self, v: &Vip) -> bool {
+        !v.eligible && self.planned
+    }
+
+    /// How long after seeing a peer's lease version unchanged we may take
+    /// over from it: the lease duration, or 10% more than the restart hold
+    /// its agent announced with that version.
+    fn takeover_wait(&self, seen: &Seen) -> Mono {
+        let restart = seen.restart_hold.map_or(0, |r| ns(r) + ns(r) / 10);
+        ns(self.t.lease_duration).max(restart)
     }
 
     fn holds_record(&self, v: &Vip) -> bool {
@@ -645,7 +721,7 @@ impl Election {
         }
         self.peers
             .get(node)
-            .is_none_or(|s| now < s.since + ns(self.t.lease_duration))
+            .is_none_or(|s| now < s.since + self.takeover_wait(s))
     }
 
     fn req(&mut self) -> u64 {
@@ -668,6 +744,7 @@ impl Election {
                 node,
                 rv,
                 witnesses,
+                restart_hold,
             } => {
                 if node != self.me {
                     self.holds.lease_seen(&node, &rv);
@@ -677,6 +754,7 @@ impl Election {
                         seen.since = now;
                     }
                     seen.witnesses = witnesses;
+                    seen.restart_hold = restart_hold;
                 }
             }
             Event::HoldAsked { from, round } => {
@@ -688,7 +766,7 @@ impl Election {
                     // not: find out now rather than at our next renewal,
                     // so a control-plane outage is held from its start.
                     self.next_renew_at = now + ns(self.t.renew_interval);
-                    self.renew(now, &mut out);
+                    self.renew(now, None, &mut out);
                 }
                 out.push(Action::AnswerHold {
                     to: from,
@@ -747,8 +825,9 @@ impl Election {
                 req,
                 rv,
                 witnesses,
+                restart_hold,
                 ok,
-            } => self.verified(now, req, rv, witnesses, ok, &mut out),
+            } => self.verified(now, req, (rv, witnesses, restart_hold), ok, &mut out),
             Event::WriteDone { req, outcome } => self.written(now, req, outcome, &mut out),
             Event::Eligibility {
                 vip,
@@ -760,12 +839,28 @@ impl Election {
                 v.candidates = candidates;
             }
             Event::Shutdown => self.shutting_down = true,
+            Event::Restarting => {
+                if !self.shutting_down {
+                    self.shutting_down = true;
+                    let req = self.renew(now, Some(self.t.restart_hold), &mut out);
+                    self.restarting = Some((req, false));
+                }
+            }
+            Event::Adopted { vips } => {
+                for (vip, expires) in vips {
+                    let v = self.vips.entry(vip).or_insert_with(Vip::new);
+                    if v.state == VipState::Following && expires > now {
+                        v.state = VipState::Adopted { expires };
+                    }
+                }
+            }
+            Event::Planned => self.planned = true,
         }
         // Renewals go out on time, never held back by one still in flight:
         // a slow answer must not delay the next renewal (see validate).
         if now >= self.next_renew_at && !self.shutting_down {
             self.next_renew_at = now + ns(self.t.renew_interval);
-            self.renew(now, &mut out);
+            self.renew(now, None, &mut out);
         }
         self.reconcile(now, &mut out);
         self.ask_holds(now, &mut out);
@@ -781,7 +876,7 @@ impl Election {
         out
     }
 
-    fn renew(&mut self, now: Mono, out: &mut Vec<Action>) {
+    fn renew(&mut self, now: Mono, restart_hold: Option<Duration>, out: &mut Vec<Action>) -> u64 {
         let req = self.req();
         let base = self.own.as_ref().map(|o| o.rv.clone());
         let witnesses = self.witnesses(now);
@@ -797,7 +892,9 @@ impl Election {
             req,
             base,
             witnesses,
+            restart_hold,
         });
+        req
     }
 
     /// The peers our next renewal names as witnesses: those whose lease we
@@ -839,6 +936,13 @@ impl Election {
     ) {
         let sent = self.renewals.remove(&req);
         let ok = matches!(outcome, RenewOutcome::Renewed { .. });
+        let last = match &mut self.restarting {
+            Some((r, answered)) if *r == req => {
+                *answered = true;
+                true
+            }
+            _ => false,
+        };
         if self.last_answer.is_none_or(|(s, _)| sent_at >= s) {
             self.last_answer = Some((sent_at, ok));
         }
@@ -902,7 +1006,15 @@ impl Election {
         }
         // Only entries still live are extended: one that lapsed may have
         // been taken over meanwhile, and must be won again (see reconcile).
-        self.extend(now, sent_at + ns(self.t.renew_deadline), out);
+        // The last renewal before a restart told the others to wait the
+        // restart hold + 10% from when they see it, which is after it was
+        // sent: the entries may answer until then.
+        let keep = if last {
+            self.t.restart_hold
+        } else {
+            self.t.renew_deadline
+        };
+        self.extend(now, sent_at + ns(keep), out);
     }
 
     /// Pushes every live entry's expiry to `until`, never back.
@@ -1004,8 +1116,7 @@ impl Election {
         &mut self,
         now: Mono,
         req: u64,
-        rv: Option<String>,
-        witnesses: Vec<String>,
+        (rv, witnesses, restart_hold): (Option<String>, Vec<String>, Option<Duration>),
         ok: bool,
         out: &mut Vec<Action>,
     ) {
@@ -1034,6 +1145,7 @@ impl Election {
                     rv: rv.clone(),
                     since: now,
                     witnesses,
+                    restart_hold,
                 },
             );
         }
@@ -1180,7 +1292,7 @@ impl Election {
             .record
             .as_ref()
             .is_some_and(|r| r.holder.as_deref() == Some(self.me.as_str()));
-        if mine && (!v.eligible || self.shutting_down) {
+        if mine && (self.unwanted(v) || self.handing_over()) {
             return Some((v.retry_at, Step::Release));
         }
         if !v.eligible || self.shutting_down || !self.records_synced {
@@ -1212,8 +1324,13 @@ impl Election {
                 Some((due(at), Step::Claim))
             }
             Some(h) => {
-                let since = self.peers.get(h).map_or(now, |s| s.since);
-                let at = due(since + ns(self.t.lease_duration) + rank);
+                let wait = self
+                    .peers
+                    .get(h)
+                    .map_or((now, ns(self.t.lease_duration)), |s| {
+                        (s.since, self.takeover_wait(s))
+                    });
+                let at = due(wait.0 + wait.1 + rank);
                 Some((at.max(self.fence_wait(h)), Step::Verify(h.to_string())))
             }
         }
@@ -1235,7 +1352,7 @@ impl Election {
         match v.state.clone() {
             VipState::Owning { term, expires } => {
                 let current = mine && v.record.as_ref().is_some_and(|r| r.term == term);
-                let handover = !v.eligible || self.shutting_down;
+                let handover = self.unwanted(v) || self.handing_over();
                 if current && !handover && now < expires {
                     return;
                 }
@@ -1311,6 +1428,49 @@ impl Election {
                     }
                 }
             }
+            VipState::Adopted { expires } => {
+                if expires <= now {
+                    // Lapsed before it could be confirmed: won back, if at
+                    // all, through a new term like any lapsed entry.
+                    out.push(Action::Remove {
+                        vip,
+                        why: Lost::Lapsed,
+                    });
+                    if let Some(v) = self.vips.get_mut(&vip) {
+                        v.state = VipState::Following;
+                    }
+                    return self.reconcile_vip(now, vip, rank, out);
+                }
+                let Some(live_until) = self.own_live_until(now) else {
+                    return;
+                };
+                if !self.records_synced || v.unseen_write.is_some() {
+                    return;
+                }
+                let term = v.record.as_ref().filter(|_| mine).map(|r| r.term);
+                let Some(v) = self.vips.get_mut(&vip) else {
+                    return;
+                };
+                match term {
+                    // Still ours, at the term the predecessor won: go on
+                    // answering as if this process had won it.
+                    Some(term) => {
+                        v.state = VipState::Owning { term, expires };
+                        if live_until > expires {
+                            self.extend(now, live_until, out);
+                        }
+                        self.reconcile_vip(now, vip, rank, out);
+                    }
+                    None => {
+                        out.push(Action::Remove {
+                            vip,
+                            why: Lost::Superseded,
+                        });
+                        v.state = VipState::Following;
+                        self.reconcile_vip(now, vip, rank, out);
+                    }
+                }
+            }
             VipState::Verifying { .. } | VipState::Claiming { .. } | VipState::Releasing { .. } => {
             }
         }
@@ -1336,7 +1496,7 @@ impl Election {
     /// When a taker may go ahead without any witness's fence: the owner
     /// holds at most max hold past its last renewal, which we saw.
     fn unfenced_after(&self, seen: &Seen) -> Mono {
-        seen.since + ns(self.t.lease_duration) + ns(self.t.max_hold)
+        seen.since + self.takeover_wait(seen) + ns(self.t.max_hold)
     }
 
     /// Whether `owner` is fenced so we may take over from it now: its lease
@@ -1500,7 +1660,7 @@ impl Election {
         let ranks = self.ranks(now);
         for (vip, v) in &self.vips {
             let at = match &v.state {
-                VipState::Owning { expires, .. } => Some(*expires),
+                VipState::Owning { expires, .. } | VipState::Adopted { expires } => Some(*expires),
                 VipState::Following => self
                     .next_step(v, now, ranks.get(vip).copied())
                     .map(|(at, _)| at),
@@ -1677,6 +1837,7 @@ mod tests {
                             req: *req,
                             rv: Some(peer_rv.into()),
                             witnesses: Vec::new(),
+                            restart_hold: None,
                             ok: true,
                         }),
                         Action::WriteRecord {
@@ -1711,6 +1872,7 @@ mod tests {
                 node: "a".into(),
                 rv: Some("1".into()),
                 witnesses: Vec::new(),
+                restart_hold: None,
             },
         );
         e.handle(
@@ -1757,6 +1919,7 @@ mod tests {
                 node: "a".into(),
                 rv: Some("1".into()),
                 witnesses: Vec::new(),
+                restart_hold: None,
             },
         );
         e.handle(

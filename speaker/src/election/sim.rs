@@ -280,6 +280,7 @@ impl World {
                 node: node.clone(),
                 rv: Some(rv.clone()),
                 witnesses: witnesses.clone(),
+                restart_hold: None,
             })
             .collect();
         initial.extend(self.api.records.iter().map(|(vip, r)| Event::Record {
@@ -386,6 +387,7 @@ impl World {
                 req,
                 base,
                 witnesses,
+                ..
             } => Req::Renew {
                 req,
                 sent_at: local,
@@ -452,6 +454,7 @@ impl World {
                 req: *req,
                 rv: None,
                 witnesses: Vec::new(),
+                restart_hold: None,
                 ok: false,
             },
             Req::ReadRecord { vip } => Event::RecordRead {
@@ -488,6 +491,7 @@ impl World {
                         node: name,
                         rv: Some(rv.clone()),
                         witnesses,
+                        restart_hold: None,
                     });
                     RenewOutcome::Renewed { rv }
                 } else {
@@ -511,6 +515,7 @@ impl World {
                     req,
                     rv: lease.as_ref().map(|l| l.0.clone()),
                     witnesses: lease.map(|l| l.2).unwrap_or_default(),
+                    restart_hold: None,
                     ok: true,
                 }
             }

@@ -347,7 +347,7 @@ fn report_overlaps(pools: &[Pool], issues: &mut Vec<Issue>) {
 }
 
 /// Ready, network up, and not excluded from load balancers.
-fn node_may_announce(node: &Node) -> bool {
+pub(crate) fn node_may_announce(node: &Node) -> bool {
     let condition = |kind: &str| {
         let conditions = node.status.as_ref().and_then(|s| s.conditions.as_deref());
         conditions

@@ -35,6 +35,10 @@ pub const WITNESSES_ANNOTATION: &str = "speaker.metal/witnesses";
 /// On a node lease: the sequence number of the renewal that wrote it, so
 /// its agent knows which of its renewals a version comes from.
 pub const RENEWAL_ANNOTATION: &str = "speaker.metal/renewal";
+/// On a node lease: its agent stopped for a restart with this version,
+/// and keeps its VIPs answered for this many milliseconds past sending
+/// it; other nodes wait longer before taking over (docs/election.md).
+pub const RESTART_HOLD_ANNOTATION: &str = "speaker.metal/restart-hold";
 
 pub fn node_lease_name(node: &str) -> String {
     format!("speaker-node-{node}")
@@ -115,6 +119,15 @@ pub fn witnesses(lease: &Lease) -> Vec<String> {
         .collect()
 }
 
+/// How long a node lease's agent keeps answering after stopping for a
+/// restart with this version, if it did.
+pub fn restart_hold(lease: &Lease) -> Option<Duration> {
+    annotation(lease, RESTART_HOLD_ANNOTATION)?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
+
 /// A version of our own node lease as the election orders it.
 fn own_lease(lease: &Lease) -> Option<OwnLease> {
     Some(OwnLease {
@@ -178,19 +191,25 @@ impl Leases {
     }
 
     /// Makes this node's lease ours before anything else happens: at once
-    /// when there is none or its last agent released it; otherwise only
-    /// after seeing it unchanged for `lease_duration` (its renewer has
-    /// stopped). A lease that changes meanwhile is renewed by another live
-    /// agent: [`LeaseError::Duplicate`].
-    pub async fn acquire(&self, lease_duration: Duration) -> Result<(), LeaseError> {
+    /// when there is none, its last agent released it, or it is
+    /// `predecessor`'s (an agent of this host that has stopped: see
+    /// `dataplane::PinLock`); otherwise only after seeing it unchanged for
+    /// `lease_duration` (its renewer has stopped). A lease that changes
+    /// meanwhile is renewed by another live agent: [`LeaseError::Duplicate`].
+    pub async fn acquire(
+        &self,
+        lease_duration: Duration,
+        predecessor: Option<&str>,
+    ) -> Result<(), LeaseError> {
         let name = node_lease_name(&self.node);
         let Some(mut lease) = self.api.get_opt(&name).await? else {
-            let created = self.create_own(0, &[]).await?;
+            let created = self.create_own(0, &[], None).await?;
             self.keep(created);
             return Ok(());
         };
         let other = instance_of(&lease).unwrap_or("unknown").to_string();
-        if !(other.is_empty() || other == self.instance) {
+        let stopped = |o: &str| o.is_empty() || o == self.instance || Some(o) == predecessor;
+        if !stopped(&other) {
             let rv = lease.metadata.resource_version.clone();
             let until = tokio::time::Instant::now() + lease_duration;
             while tokio::time::Instant::now() < until {
@@ -202,18 +221,26 @@ impl Leases {
             }
         }
         // Replaced only at the version seen: a renewal meanwhile fails it.
-        // It names no witnesses: this process holds nothing yet.
-        let written = match self.write(lease, 0, &[]).await {
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                return Err(LeaseError::Duplicate {
-                    node: self.node.clone(),
-                    other,
-                });
+        // It names no witnesses: this process holds nothing yet. A stopped
+        // predecessor's renewal may still land late: read again and retry,
+        // as long as the lease is still its.
+        for _ in 0..10 {
+            match self.write(lease, 0, &[], None).await {
+                Ok(written) => {
+                    self.keep(written);
+                    return Ok(());
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    lease = self.api.get(&name).await?;
+                    let now = instance_of(&lease).unwrap_or("unknown");
+                    if !(stopped(now) && now == other) {
+                        return Err(self.duplicate(&lease));
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            other => other?,
-        };
-        self.keep(written);
-        Ok(())
+        }
+        Err(self.duplicate(&lease))
     }
 
     fn duplicate(&self, lease: &Lease) -> LeaseError {
@@ -233,15 +260,16 @@ impl Leases {
         base: Option<String>,
         seq: u64,
         witnesses: &[String],
+        restart_hold: Option<Duration>,
     ) -> Result<RenewOutcome, LeaseError> {
         let current = self.own.lock().ok().and_then(|l| l.clone());
         let written = match current {
-            None => self.create_own(seq, witnesses).await?,
+            None => self.create_own(seq, witnesses, restart_hold).await?,
             Some(mut lease) => {
                 if base.is_some() {
                     lease.metadata.resource_version = base;
                 }
-                match self.write(lease, seq, witnesses).await {
+                match self.write(lease, seq, witnesses, restart_hold).await {
                     Err(kube::Error::Api(e)) if e.code == 409 => {
                         let fresh = self.api.get(&node_lease_name(&self.node)).await?;
                         if instance_of(&fresh) != Some(self.instance.as_str()) {
@@ -286,7 +314,12 @@ impl Leases {
         }
     }
 
-    async fn create_own(&self, seq: u64, witnesses: &[String]) -> kube::Result<Lease> {
+    async fn create_own(
+        &self,
+        seq: u64,
+        witnesses: &[String],
+        restart_hold: Option<Duration>,
+    ) -> kube::Result<Lease> {
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(node_lease_name(&self.node)),
@@ -298,25 +331,44 @@ impl Leases {
             },
             spec: None,
         };
-        let lease = self.stamped(lease, seq, witnesses);
+        let lease = self.stamped(lease, seq, witnesses, restart_hold);
         self.api.create(&PostParams::default(), &lease).await
     }
 
     /// Writes `lease` renewed and naming this instance, at its version.
-    async fn write(&self, lease: Lease, seq: u64, witnesses: &[String]) -> kube::Result<Lease> {
+    async fn write(
+        &self,
+        lease: Lease,
+        seq: u64,
+        witnesses: &[String],
+        restart_hold: Option<Duration>,
+    ) -> kube::Result<Lease> {
         let name = node_lease_name(&self.node);
-        let lease = self.stamped(lease, seq, witnesses);
+        let lease = self.stamped(lease, seq, witnesses, restart_hold);
         self.api
             .replace(&name, &PostParams::default(), &lease)
             .await
     }
 
-    fn stamped(&self, mut lease: Lease, seq: u64, witnesses: &[String]) -> Lease {
+    fn stamped(
+        &self,
+        mut lease: Lease,
+        seq: u64,
+        witnesses: &[String],
+        restart_hold: Option<Duration>,
+    ) -> Lease {
         lease.spec = Some(self.spec(lease.spec.take()));
         let annotations = lease.metadata.annotations.get_or_insert_default();
         annotations.insert(INSTANCE_ANNOTATION.to_string(), self.instance.clone());
         annotations.insert(RENEWAL_ANNOTATION.to_string(), seq.to_string());
         annotations.insert(WITNESSES_ANNOTATION.to_string(), witnesses.join(","));
+        match restart_hold {
+            Some(r) => annotations.insert(
+                RESTART_HOLD_ANNOTATION.to_string(),
+                r.as_millis().to_string(),
+            ),
+            None => annotations.remove(RESTART_HOLD_ANNOTATION),
+        };
         lease
     }
 
@@ -333,12 +385,21 @@ impl Leases {
 
     /// The current resourceVersion of `node`'s lease and the witnesses it
     /// names, read afresh.
-    pub async fn read_node(&self, node: &str) -> kube::Result<Option<(String, Vec<String>)>> {
+    pub async fn read_node(
+        &self,
+        node: &str,
+    ) -> kube::Result<Option<(String, Vec<String>, Option<Duration>)>> {
         Ok(self
             .api
             .get_opt(&node_lease_name(node))
             .await?
-            .and_then(|l| Some((l.metadata.resource_version.clone()?, witnesses(&l)))))
+            .and_then(|l| {
+                Some((
+                    l.metadata.resource_version.clone()?,
+                    witnesses(&l),
+                    restart_hold(&l),
+                ))
+            }))
     }
 
     /// A VIP's record, read afresh (`None`: there is none).

@@ -59,6 +59,12 @@ impl ClusterStores {
         }
     }
 
+    /// Node `name` as last seen.
+    pub fn node(&self, name: &str) -> Option<std::sync::Arc<Node>> {
+        self.nodes
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             services: owned(&self.services),
@@ -197,6 +203,7 @@ impl Key {
                 node: node.clone(),
                 rv: lease.and_then(|l| l.metadata.resource_version.clone()),
                 witnesses: lease.map(leases::witnesses).unwrap_or_default(),
+                restart_hold: lease.and_then(leases::restart_hold),
             },
             Key::Vip(vip) => Event::Record {
                 vip: *vip,

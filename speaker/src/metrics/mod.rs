@@ -149,6 +149,9 @@ pub struct Metrics {
     /// VIPs handed over because this node's endpoints failed the local
     /// probe.
     pub probe_handovers: u64,
+    /// VIPs this process found answered by its predecessor on the node at
+    /// start and went on answering (a restart that moved nothing).
+    pub adopted: u64,
 }
 
 impl Metrics {
@@ -321,6 +324,11 @@ impl Page for Metrics {
                 "speaker_endpoint_probe_handovers_total",
                 "VIPs handed over because this node's endpoints failed the local probe.",
                 self.probe_handovers,
+            ),
+            (
+                "speaker_adopted_vips_total",
+                "VIPs found answered by this node's previous agent at start and kept (a restart that moved nothing).",
+                self.adopted,
             ),
         ] {
             e.counter(name, help, value);

@@ -1,10 +1,11 @@
 //! `cargo xtask bench`: every benchmark of the project in one run, written
-//! to BENCHMARKS.md. `--only xdp|failover|api|controller` runs one part
+//! to BENCHMARKS.md. `--only xdp|failover|http|api|controller` runs one part
 //! and replaces only that part of the file.
 
 mod api;
 mod controller;
 mod failover;
+mod http;
 mod xdp;
 
 use std::{fmt::Write as _, path::PathBuf};
@@ -12,7 +13,7 @@ use std::{fmt::Write as _, path::PathBuf};
 use anyhow::{Context as _, Result};
 
 /// The parts, in the order the file shows them.
-const PARTS: [&str; 4] = ["xdp", "failover", "api", "controller"];
+const PARTS: [&str; 5] = ["xdp", "failover", "http", "api", "controller"];
 /// Opens each part in the file, so a part rerun alone replaces only its own.
 const MARK: &str = "<!-- bench part: ";
 
@@ -48,6 +49,7 @@ fn main() -> Result<()> {
         match part {
             "xdp" => xdp::run(&mut text)?,
             "failover" => failover::run(&mut text)?,
+            "http" => http::run(&mut text)?,
             "api" => api::run(&mut text)?,
             _ => controller::run(&mut text)?,
         }
