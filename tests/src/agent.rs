@@ -45,6 +45,16 @@ impl Agent {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Result<Self> {
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/{}", ns.name()));
+        Self::start_in(ns, args, env, bpffs)
+    }
+
+    /// As [`Agent::start_with_env`], with the bpffs folder `bpffs`.
+    pub fn start_in(
+        ns: &Netns,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        bpffs: PathBuf,
+    ) -> Result<Self> {
         let args: Vec<&str> = args
             .iter()
             .copied()

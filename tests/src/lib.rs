@@ -13,6 +13,7 @@ pub mod lan;
 pub mod model;
 pub mod netns;
 pub mod nginx;
+pub mod prober;
 pub mod programs;
 pub mod rbac;
 pub mod scenario;

@@ -154,6 +154,28 @@ impl Scenario {
         Agent::start_with_env(&f.ns, &args, &[("KUBECONFIG", kubeconfig.as_os_str())])
     }
 
+    /// Starts an agent in front node `i`'s namespace under the node name
+    /// `node`, as if on another machine (a bpffs folder of its own),
+    /// without waiting for it.
+    pub fn spawn_elsewhere(&self, i: usize, node: &str) -> Result<Agent> {
+        let f = &self.lan.fronts[i];
+        let kubeconfig = self.lan.cluster.kubeconfig(i).as_os_str().to_owned();
+        let ns = self.lan.cluster.namespace();
+        let bpffs = format!("/sys/fs/bpf/{}-elsewhere", f.ns.name());
+        #[rustfmt::skip]
+        let args = ["agent", "--node-name", node, "--namespace", ns, "--config-namespace", ns, "-i", "eth0", "--metrics-addr", "127.0.0.1:7479"];
+        let args: Vec<&str> = args
+            .into_iter()
+            .chain(self.agent_args.iter().map(String::as_str))
+            .collect();
+        Agent::start_in(
+            &f.ns,
+            &args,
+            &[("KUBECONFIG", kubeconfig.as_os_str())],
+            bpffs.into(),
+        )
+    }
+
     /// Starts `speaker controller` on front node 0 (as a Deployment's pod
     /// would run somewhere in the cluster), without waiting for it.
     pub fn start_controller(&self) -> Result<Agent> {

@@ -140,7 +140,7 @@ fn a_second_agent_under_the_same_node_name_refuses_to_run() {
     let record = s.record(VIP);
     // A misconfigured agent on another machine, claiming the owner's name.
     let elsewhere = (s.index(&owner) + 1) % 3;
-    let mut twin = s.spawn_as(elsewhere, &owner).expect("twin");
+    let mut twin = s.spawn_elsewhere(elsewhere, &owner).expect("twin");
     let status = twin.wait_exit(Duration::from_secs(8));
     assert!(
         status.is_some_and(|st| !st.success()),

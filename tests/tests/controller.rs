@@ -397,6 +397,12 @@ fn pool_status_counts_what_is_assigned_as_metallb_shows_it() {
         );
     };
     shows(&bed, counts(3));
+    // The pool's counts come from the allocations, which may show before
+    // the last Service's status write has landed: wait for those first.
+    let written = wait_for(Duration::from_secs(10), || {
+        ["a", "b", "c"].iter().all(|n| !bed.ips(n).is_empty())
+    });
+    assert!(written.is_some(), "statuses not written\n{}", bed.logs());
     if let Some(server) = bed.cluster.stand_in() {
         // The pool's status, written by the controller, decides no Service
         // again: nothing more is written to Services.

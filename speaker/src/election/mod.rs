@@ -1944,4 +1944,217 @@ mod tests {
         );
         assert_eq!(e.state(&vip), Some(&VipState::Following));
     }
+
+    const S: Mono = 1_000_000_000;
+
+    fn renewed(e: &mut Election, now: Mono, req: u64, sent_at: Mono) -> Vec<Action> {
+        e.handle(
+            now,
+            Event::RenewDone {
+                req,
+                sent_at,
+                outcome: RenewOutcome::Renewed {
+                    rv: format!("r{req}"),
+                },
+            },
+        )
+    }
+
+    /// A successor that found `vip` answered until 1 s by its predecessor,
+    /// its lease renewed at 0.1 s, the record as given, the plan in.
+    fn successor(vip: IpAddr, on_record: Option<Record>) -> (Election, Vec<Action>) {
+        let mut e = Election::new("a", Timings::default()).awaiting_plan();
+        let mut done = e.handle(
+            0,
+            Event::Adopted {
+                vips: vec![(vip, S)],
+            },
+        );
+        done.extend(e.handle(
+            50_000_000,
+            Event::Record {
+                vip,
+                record: on_record,
+            },
+        ));
+        done.extend(e.handle(50_000_000, Event::RecordsSynced));
+        done.extend(renewed(&mut e, 100_000_000, 1, 100_000_000));
+        done.extend(e.handle(
+            150_000_000,
+            Event::Eligibility {
+                vip,
+                eligible: true,
+                candidates: vec!["a".into()],
+            },
+        ));
+        done.extend(e.handle(150_000_000, Event::Planned));
+        (e, done)
+    }
+
+    #[test]
+    fn an_adopted_vip_still_on_record_is_kept_at_its_term_without_a_write() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let (e, done) = successor(vip, record("a", 7, "5"));
+        assert!(
+            !done.iter().any(|a| matches!(
+                a,
+                Action::WriteRecord { .. } | Action::Install { .. } | Action::Remove { .. }
+            )),
+            "{done:?}"
+        );
+        // Extended by our own renewal (sent at 0.1 s), as any owned entry.
+        assert!(
+            done.contains(&Action::Refresh {
+                vip,
+                expires: 1_600_000_000
+            }),
+            "{done:?}"
+        );
+        assert_eq!(
+            e.state(&vip),
+            Some(&VipState::Owning {
+                term: 7,
+                expires: 1_600_000_000
+            })
+        );
+    }
+
+    #[test]
+    fn an_adopted_vip_another_node_holds_now_is_removed() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let (_, done) = successor(vip, record("b", 8, "6"));
+        assert!(
+            done.contains(&Action::Remove {
+                vip,
+                why: Lost::Superseded
+            }),
+            "{done:?}"
+        );
+        assert!(!done.iter().any(|a| matches!(a, Action::Install { .. })));
+    }
+
+    #[test]
+    fn an_adopted_vip_that_lapsed_is_won_back_through_a_new_term() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let (mut e, _) = successor(vip, record("a", 7, "5"));
+        // Its entry is Owning now; our renewals stop: it lapses at 1.6 s.
+        let done = e.handle(1_700_000_000, Event::Tick);
+        assert!(
+            done.contains(&Action::Remove {
+                vip,
+                why: Lost::Lapsed
+            }),
+            "{done:?}"
+        );
+    }
+
+    #[test]
+    fn nothing_is_released_for_want_of_a_plan() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let mut e = Election::new("a", Timings::default()).awaiting_plan();
+        let mut done = e.handle(
+            0,
+            Event::Record {
+                vip,
+                record: record("a", 3, "5"),
+            },
+        );
+        done.extend(e.handle(1, Event::RecordsSynced));
+        done.extend(renewed(&mut e, 2, 1, 0));
+        assert!(
+            !done
+                .iter()
+                .any(|a| matches!(a, Action::WriteRecord { holder: None, .. })),
+            "released before the plan: {done:?}"
+        );
+        // The plan says no: now it goes.
+        let done = e.handle(3, Event::Planned);
+        assert!(
+            done.iter()
+                .any(|a| matches!(a, Action::WriteRecord { holder: None, .. })),
+            "{done:?}"
+        );
+    }
+
+    #[test]
+    fn a_restart_renews_once_saying_so_and_keeps_answering_for_the_hold() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let mut e = owner_seen_on_watch_first(vip);
+        let out = e.handle(S, Event::Restarting);
+        let Some(Action::RenewNodeLease {
+            req,
+            restart_hold: Some(hold),
+            ..
+        }) = out.first().cloned()
+        else {
+            panic!("no final renewal: {out:?}");
+        };
+        assert_eq!(hold, Timings::default().restart_hold);
+        assert!(!e.stopped());
+        let out = renewed(&mut e, S + 10_000_000, req, S);
+        assert!(
+            out.contains(&Action::Refresh {
+                vip,
+                expires: S + 10 * S
+            }),
+            "{out:?}"
+        );
+        assert!(
+            !out.iter()
+                .any(|a| matches!(a, Action::WriteRecord { .. } | Action::Remove { .. })),
+            "{out:?}"
+        );
+        assert!(e.stopped() && e.keeps());
+        // No renewal after the last one.
+        let later = e.handle(3 * S, Event::Tick);
+        assert!(
+            !later
+                .iter()
+                .any(|a| matches!(a, Action::RenewNodeLease { .. })),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn a_follower_waits_out_a_restart_hold_before_taking_over() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let mut e = candidate_b(vip);
+        drive(&mut e, 0, 100_000_000, "1");
+        // The holder stopped for a restart: 3 s of hold, so 3.3 s of wait.
+        e.handle(
+            200_000_000,
+            Event::NodeLease {
+                node: "a".into(),
+                rv: Some("1".into()),
+                witnesses: Vec::new(),
+                restart_hold: Some(Duration::from_secs(3)),
+            },
+        );
+        e.handle(
+            200_000_000,
+            Event::Record {
+                vip,
+                record: record("a", 1, "7"),
+            },
+        );
+        e.handle(200_000_000, Event::RecordsSynced);
+        let early = drive(&mut e, 300_000_000, 3_400_000_000, "1");
+        assert!(
+            !early
+                .iter()
+                .any(|a| matches!(a, Action::ReadNodeLease { .. } | Action::WriteRecord { .. })),
+            "{early:?}"
+        );
+        let late = drive(&mut e, 3_500_000_000, 5 * S, "1");
+        assert!(
+            late.iter().any(|a| matches!(
+                a,
+                Action::Install {
+                    gained: Gained::Takeover,
+                    ..
+                }
+            )),
+            "{late:?}"
+        );
+    }
 }

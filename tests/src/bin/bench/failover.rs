@@ -9,10 +9,6 @@
 
 use std::{
     fmt::Write as _,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -22,6 +18,7 @@ use speaker_tests::{
     apiserver::{LEASES, Match},
     capture::Capture,
     frames::Arp,
+    prober::{PROBE_MAC, Prober},
     scenario::{Scenario, TcpServer},
     topology::ipv4,
     wait_for,
@@ -31,8 +28,6 @@ use crate::quantile;
 
 const VIP: &str = "198.18.0.10";
 const TRIALS: usize = 20;
-const PROBE_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x00, 0xfe];
-const PROBE_IP: [u8; 4] = [198, 18, 0, 250];
 
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -248,7 +243,7 @@ fn blip_trials(blip: Blip) -> Result<(Vec<f64>, usize)> {
     for _ in 0..TRIALS {
         let mac = s.lan.fronts[s.index(&owner)].mac;
         let cap = Capture::start(&s.lan.lan, "pc", "arp")?;
-        let prober = Prober::start(&s)?;
+        let prober = Prober::start(&s.lan, VIP)?;
         std::thread::sleep(Duration::from_millis(300));
         let t0 = now_ns() - 100_000_000;
         let stand_in = s.lan.cluster.require_stand_in();
@@ -326,45 +321,6 @@ fn cut_off(s: &Scenario, fronts: &[usize], peers: bool, lasts: Duration) -> Resu
 /// Where the agents talk (their default).
 const PEER_PORT: u16 = 7475;
 
-/// Asks for the VIP from a made-up sender every 10 ms until dropped.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Prober {
-    fn start(s: &Scenario) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ifindex = s.lan.client.ifindex("eth0")?;
-        let mut req = Arp::request(PROBE_MAC, PROBE_IP, ipv4(VIP));
-        req.trailer = vec![0; 18];
-        let frame = req.bytes();
-        let flag = stop.clone();
-        let thread = s.lan.client.spawn(move || {
-            let Ok(sock) = speaker::announce::PacketSocket::open(ifindex) else {
-                return;
-            };
-            while !flag.load(Ordering::Relaxed) {
-                let _ = sock.send(&frame);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// (reply ms, client ms) per trial.
 fn trials(fault: Fault) -> Result<(Vec<f64>, Vec<f64>)> {
     let mut s = Scenario::new(3, &[VIP])?;
@@ -386,7 +342,7 @@ fn trials(fault: Fault) -> Result<(Vec<f64>, Vec<f64>)> {
             .args(["-c", "1", "-W", "2", VIP])
             .output()?;
         let cap = Capture::start(&s.lan.lan, "pc", "arp")?;
-        let prober = Prober::start(&s)?;
+        let prober = Prober::start(&s.lan, VIP)?;
         std::thread::sleep(Duration::from_millis(100));
         let t0 = now_ns();
         let taken = inflict(fault, &mut s, &owner, &mut servers)?;

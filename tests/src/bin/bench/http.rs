@@ -8,7 +8,9 @@ use std::{fmt::Write as _, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
 use speaker_tests::{
-    story::{Options, Story},
+    capture::Capture,
+    prober::{self, Prober},
+    story::{self, Options, Story},
     wait_for,
     worker::{self, Request},
 };
@@ -117,6 +119,130 @@ pub fn run(md: &mut String) -> Result<()> {
         } else {
             "not met"
         },
+    )?;
+    restarts(md)
+}
+
+/// A restart of the agent, the node staying.
+#[derive(Clone, Copy, Debug)]
+enum Restart {
+    InPlace,
+    InPlaceHandover,
+    Rolling,
+    RollingHandover,
+}
+
+impl Restart {
+    fn label(self) -> &'static str {
+        match self {
+            Restart::InPlace => {
+                "the leader's agent restarted in place (`--on-sigterm keep`, the default in Kubernetes)"
+            }
+            Restart::InPlaceHandover => {
+                "the leader's agent restarted, handing over (`--on-sigterm handover`)"
+            }
+            Restart::Rolling => "rolling restart of the three fronts, in place",
+            Restart::RollingHandover => "rolling restart of the three fronts, handing over",
+        }
+    }
+
+    fn keeps(self) -> bool {
+        matches!(self, Restart::InPlace | Restart::Rolling)
+    }
+
+    fn trials(self, n: usize) -> usize {
+        match self {
+            Restart::InPlace | Restart::InPlaceHandover => n,
+            Restart::Rolling | Restart::RollingHandover => n.div_ceil(2),
+        }
+    }
+}
+
+fn restarts(md: &mut String) -> Result<()> {
+    writeln!(md, "### Restarts and upgrades\n")?;
+    writeln!(
+        md,
+        "The same testbed. Each restart: SIGTERM, the process waited for, a new one started at once; a rolling restart does the three fronts one after another, 2 s apart (the DaemonSet moves on once a pod is ready). *Failed*: the worker's failed requests in all trials; *downtime*: as above, per trial. *ARP dark*: the longest time without an answer to a prober asking for the VIP every 10 ms, less 10 ms, per trial. *Moved*: trials in which another node answered. *Connections kept*: trials after which a keep-alive HTTP connection the worker opened before the restart still got an answer. Times in ms.\n"
+    )?;
+    writeln!(
+        md,
+        "| restart | trials | failed | downtime max | ARP dark p50 | ARP dark max | moved | connections kept |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let n = trials_per_fault();
+    for kind in [
+        Restart::InPlace,
+        Restart::InPlaceHandover,
+        Restart::Rolling,
+        Restart::RollingHandover,
+    ] {
+        let trials = kind.trials(n);
+        eprintln!("bench: http, {} x{trials}", kind.label());
+        let mut story = Story::start(Options {
+            keep_on_sigterm: kind.keeps(),
+            ..Options::default()
+        })?;
+        past_restart_window();
+        let (mut failed, mut downtime, mut dark, mut moved) = (0, Vec::new(), Vec::new(), 0);
+        let mut kept = 0;
+        for trial in 0..trials {
+            answered_steadily(&story).with_context(|| format!("trial {trial}: before"))?;
+            let leader = story.owner().context("nobody leads")?;
+            let mac = story.scenario.lan.fronts[story.index(&leader)].mac;
+            let cap = Capture::start(&story.scenario.lan.lan, "pc", "arp")?;
+            let probe = Prober::start(&story.scenario.lan, story::VIP)?;
+            let mut conn = keep_alive(&story)?;
+            std::thread::sleep(Duration::from_millis(200));
+            let from = now_ns();
+            match kind {
+                Restart::InPlace | Restart::InPlaceHandover => {
+                    story.restart_agent_in_place(story.index(&leader))?;
+                }
+                Restart::Rolling | Restart::RollingHandover => {
+                    for i in 0..3 {
+                        story.restart_agent_in_place(i)?;
+                        std::thread::sleep(Duration::from_secs(2));
+                    }
+                }
+            }
+            answered_steadily(&story)
+                .with_context(|| format!("trial {trial}: {}", kind.label()))?;
+            drop(probe);
+            if get(&mut conn).is_ok() {
+                kept += 1;
+            }
+            let replies = prober::replies(cap, story::VIP, 0)?;
+            if replies.iter().any(|(_, m)| *m != mac) {
+                moved += 1;
+            }
+            dark.push(prober::dark_ms(&replies).context("no replies")?);
+            let since = from.saturating_sub(worker::TIMEOUT.as_nanos() as u64);
+            let runs = worker::outages(&story.worker.since(since));
+            failed += runs.iter().map(|o| o.failed).sum::<usize>();
+            downtime.push(match (runs.first(), runs.last()) {
+                (Some(a), Some(b)) => {
+                    (b.from + b.lasted.as_nanos() as u64).saturating_sub(a.from) as f64 / 1e6
+                }
+                _ => 0.0,
+            });
+            if !kind.keeps() {
+                past_restart_window();
+            }
+        }
+        downtime.sort_by(f64::total_cmp);
+        dark.sort_by(f64::total_cmp);
+        writeln!(
+            md,
+            "| {} | {trials} | {failed} | {:.0} | {:.0} | {:.0} | {moved} | {kept} |",
+            kind.label(),
+            quantile(&downtime, 1.0),
+            quantile(&dark, 0.5),
+            quantile(&dark, 1.0),
+        )?;
+    }
+    writeln!(
+        md,
+        "\nA handover moves the VIP, and with it every client's TCP connections (the new node has no state for them); a restart in place keeps both (`a_restart_in_place_moves_nothing` checks a keep-alive connection across it).\n"
     )?;
     Ok(())
 }
@@ -247,4 +373,29 @@ fn past_restart_window() {
     std::thread::sleep(
         speaker::election::Timings::default().hold_promise + Duration::from_millis(500),
     );
+}
+
+/// A keep-alive HTTP connection from the worker's namespace to the VIP,
+/// answered once.
+fn keep_alive(story: &Story) -> Result<std::net::TcpStream> {
+    let mut conn = story
+        .scenario
+        .lan
+        .client
+        .enter(|| std::net::TcpStream::connect((story::VIP, 80)))??;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    get(&mut conn)?;
+    Ok(conn)
+}
+
+/// One GET on `conn`, answered 200.
+fn get(conn: &mut std::net::TcpStream) -> Result<()> {
+    use std::io::{Read as _, Write as _};
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n")?;
+    let mut buf = [0u8; 512];
+    let n = conn.read(&mut buf)?;
+    if !buf[..n].starts_with(b"HTTP/1.1 200") {
+        bail!("no answer");
+    }
+    Ok(())
 }
