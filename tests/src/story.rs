@@ -65,6 +65,16 @@ pub struct Story {
     _controller: Agent,
     pub scenario: Scenario,
     options: Options,
+    /// Pin folders of killed agents, removed at the end.
+    left: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Story {
+    fn drop(&mut self) {
+        for dir in &self.left {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Story {
@@ -119,6 +129,7 @@ impl Story {
             _controller: controller,
             scenario: s,
             options,
+            left: Vec::new(),
         })
     }
 
@@ -141,11 +152,16 @@ impl Story {
         Ok(())
     }
 
-    /// The agent of node `i` killed (SIGKILL); the data plane stays.
+    /// The agent of node `i` killed (SIGKILL); the data plane stays, its
+    /// entries answering until they expire (pinned links), until the next
+    /// agent of the node clears it.
     pub fn kill_agent(&mut self, i: usize) -> Result<()> {
         let name = self.scenario.lan.fronts[i].name.clone();
-        let agent = self.scenario.take(&name)?;
+        let mut agent = self.scenario.take(&name)?;
         agent.signal(libc::SIGKILL);
+        let _ = agent.wait_exit(Duration::from_secs(5));
+        self.left.push(agent.bpffs.clone());
+        agent.leave_pins();
         drop(agent);
         Ok(())
     }

@@ -125,8 +125,8 @@ fn with_the_probe_off_the_kubelet_decides() {
 }
 
 /// `cargo xtask demo` runs to its end, front-0 answering every request in
-/// steady state and none failing through the 30 s control-plane outage,
-/// and leaves no namespace, process or file behind.
+/// steady state and none failing through the 30 s control-plane outage or
+/// the upgrade, and leaves no namespace, process or file behind.
 #[test]
 fn the_demo_plays_the_origin_story_and_leaves_nothing_behind() {
     require_privileges();
@@ -162,6 +162,8 @@ fn the_demo_plays_the_origin_story_and_leaves_nothing_behind() {
     );
     let outage = row("5.");
     assert_eq!(outage[3], "0", "{text}");
+    let upgrade = row("6.");
+    assert_eq!(upgrade[3], "0", "{text}");
     for step in ["2.", "3.", "4."] {
         let r = row(step);
         assert!(r[5].contains("front-"), "{text}");

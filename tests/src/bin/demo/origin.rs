@@ -25,7 +25,11 @@ pub fn run() -> Result<()> {
         "  IPAddressPool front: {POOL}; L2Advertisement front: nodes labelled node-role: front"
     );
     println!("Starting...");
-    let mut story = Story::start(story::Options::default())?;
+    // As inside Kubernetes: a SIGTERM without the node leaving is a restart.
+    let mut story = Story::start(story::Options {
+        keep_on_sigterm: true,
+        ..story::Options::default()
+    })?;
     let ips = story.scenario.service_ips(0);
     println!(
         "Service {SERVICE} (type LoadBalancer): the controller gave it {}; {HOST} resolves to {VIP} on the worker.",
@@ -101,6 +105,18 @@ pub fn run() -> Result<()> {
             story.control_plane(true)?;
             t.note("the API is back");
             t.run_for(&story, Duration::from_secs(3))
+        },
+    )?);
+
+    steps.push(t.step(
+        "6. An upgrade: every front's agent restarted in turn; each successor adopts its VIPs, nothing moves",
+        |t| {
+            for i in 0..3 {
+                story.restart_agent_in_place(i)?;
+                t.note(format!("front-{i}'s agent restarted"));
+                t.run_for(&story, Duration::from_secs(2))?;
+            }
+            t.run_for(&story, Duration::from_secs(1))
         },
     )?);
     t.finish(&story)?;
