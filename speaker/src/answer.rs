@@ -427,6 +427,11 @@ impl Answerer {
         self.dp.maps().counters()
     }
 
+    /// Whether a stop for a restart would leave every VIP answered.
+    pub fn keepable(&self) -> bool {
+        self.dp.keepable()
+    }
+
     /// Stops this process's part for a restart: the entries, the program
     /// and the pins stay, for the successor `instance`-named `VERSION` lets
     /// adopt; the kernel answers until the entries expire.

@@ -249,8 +249,13 @@ fn a_layout_change_reloads_cleanly() {
         std::fs::symlink_metadata(&version).is_ok(),
         "no VERSION left"
     );
+    // The same instance, another layout.
+    let left = std::fs::read_link(&version).expect("VERSION");
+    let left = left.to_string_lossy();
+    let (_, instance) = left.rsplit_once(" instance=").expect("instance");
     std::fs::remove_file(&version).expect("remove");
-    std::os::unix::fs::symlink("layout-0 VIPS:1/1/1 instance=old", &version).expect("VERSION");
+    let other = format!("layout-0 VIPS:1/1/1 instance={instance}");
+    std::os::unix::fs::symlink(other, &version).expect("VERSION");
     agent.leave_pins();
     drop(agent);
     s.start(0).expect("successor");

@@ -128,7 +128,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
                 let node = stores.node(&cfg.node);
                 stop_by = Some(Instant::now() + STOP_GRACE);
-                if stop::keeps(cfg.on_sigterm, in_cluster, node.as_deref()) {
+                let keep = stop::keeps(cfg.on_sigterm, in_cluster, node.as_deref());
+                if keep && !agent.answer.keepable() {
+                    warn!("the XDP links cannot be pinned here: handing VIPs over instead of keeping them");
+                }
+                if keep && agent.answer.keepable() {
                     info!("SIGTERM: stopping for a restart, VIPs kept answered");
                     events.push(Event::Restarting);
                 } else {
@@ -187,35 +191,48 @@ async fn start(
         cfg.timings.lease_duration,
     );
     let events = Events::new(client.clone(), "speaker", &cfg.node);
-    // One agent per host: a second one (or a successor started before its
-    // predecessor has ended) is refused before it touches anything.
-    let lock = match PinLock::take(&cfg.bpffs) {
-        Err(e @ DataplaneError::Busy { .. }) => {
-            events
-                .node_warning(&cfg.node, "DuplicateAgent", e.to_string())
-                .await;
-            return Err(e.into());
+    // One agent per host: a second one is refused before it touches
+    // anything; a successor started while its predecessor ends waits for
+    // it, a little.
+    let since = Instant::now();
+    let lock = loop {
+        match PinLock::take(&cfg.bpffs) {
+            Err(DataplaneError::Busy { .. }) if since.elapsed() < STOP_GRACE => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e @ DataplaneError::Busy { .. }) => {
+                events
+                    .node_warning(&cfg.node, "DuplicateAgent", e.to_string())
+                    .await;
+                return Err(e.into());
+            }
+            other => break other?,
         }
-        other => other?,
     };
     // A predecessor that stopped for a restart left its entries answering
     // up to its restart hold; from the moment we renew, followers wait
-    // only a lease duration, so no entry may outlive our own deadline.
-    let predecessor = lock.predecessor().ok();
+    // only a lease duration, so no entry may outlive our own deadline:
+    // shortened when adopted, removed (the program detached) otherwise.
+    let ended = lock.predecessor_instance();
+    let predecessor = match lock.predecessor() {
+        Ok(p) => Some(p),
+        Err(why) => {
+            if let Some(why) = why {
+                warn!(reason = %why, "the data plane left for a restart cannot be adopted; reloading");
+            }
+            None
+        }
+    };
     if predecessor.is_some() {
         let now = now_ns();
         let shortened = lock.clamp(now, now + cfg.timings.renew_deadline.as_nanos() as u64)?;
         info!(shortened, "a predecessor left its data plane for us");
+    } else {
+        lock.clear()?;
     }
     // Before touching the data plane: a second agent under this node's
     // name must not replace the first one's program or maps.
-    acquire_node_lease(
-        &leases,
-        &events,
-        cfg,
-        predecessor.as_ref().map(|p| p.instance.as_str()),
-    )
-    .await?;
+    acquire_node_lease(&leases, &events, cfg, ended.as_deref()).await?;
     let metrics = Arc::new(Mutex::new(Metrics {
         node: cfg.node.clone(),
         ..Metrics::default()

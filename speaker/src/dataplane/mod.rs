@@ -347,6 +347,16 @@ impl Dataplane {
         self.pins.remove();
     }
 
+    /// Whether [`Dataplane::keep`] would leave every link attached (pinned:
+    /// kernels without XDP bpf_links cannot).
+    pub fn keepable(&self) -> bool {
+        self.pins.dir().is_some()
+            && self
+                .links
+                .values()
+                .all(|l| matches!(l, Attached::Pinned(_)))
+    }
+
     /// Ends this process's hold on the data plane, leaving it running: the
     /// program attached through its pinned links, the maps pinned, and
     /// `VERSION` naming `instance`, for a successor to adopt. Entries go on

@@ -82,6 +82,16 @@ impl PinLock {
         &self.dir
     }
 
+    /// The instance of the agent that stopped for a restart here, whatever
+    /// it left: it has ended (we hold the lock), so its node lease may be
+    /// taken at once.
+    pub fn predecessor_instance(&self) -> Option<String> {
+        let target = fs::read_link(self.dir.join(VERSION_PIN)).ok()?;
+        let target = target.to_string_lossy();
+        let (_, instance) = target.rsplit_once(" instance=")?;
+        Some(instance.to_string())
+    }
+
     /// The predecessor whose data plane we can adopt, or why there is none
     /// (`None`: nothing was left for a restart).
     pub fn predecessor(&self) -> Result<Predecessor, Option<String>> {
@@ -106,6 +116,13 @@ impl PinLock {
         Ok(Predecessor {
             instance: instance.to_string(),
         })
+    }
+
+    /// Removes what an earlier run left that will not be adopted: its
+    /// program detached, its entries gone. Before the node lease is taken,
+    /// since followers then wait only a lease duration.
+    pub fn clear(&self) -> Result<(), DataplaneError> {
+        Pins::clear(&self.dir)
     }
 
     /// Shortens every live entry of the pinned VIP map to expire by

@@ -37,6 +37,9 @@ use thiserror::Error;
 /// are written in.
 pub type Mono = u64;
 
+/// The longest restart hold taken from a lease or the command line.
+pub const MAX_RESTART_HOLD: Duration = Duration::from_secs(3600);
+
 fn ns(d: Duration) -> Mono {
     d.as_nanos() as Mono
 }
@@ -110,6 +113,8 @@ pub enum TimingError {
     },
     #[error("renew interval must be above zero")]
     ZeroInterval,
+    #[error("restart hold ({hold:?}) must be at most {max:?}")]
+    RestartHoldTooLong { hold: Duration, max: Duration },
     #[error(
         "hold promise ({promise:?}) must be at least the renew deadline ({deadline:?}): shorter promises would not outlast the rounds asking for them"
     )]
@@ -149,6 +154,12 @@ impl Timings {
             return Err(TimingError::DeadlineBelowTimeout {
                 deadline: self.renew_deadline,
                 timeout: self.request_timeout,
+            });
+        }
+        if self.restart_hold > MAX_RESTART_HOLD {
+            return Err(TimingError::RestartHoldTooLong {
+                hold: self.restart_hold,
+                max: MAX_RESTART_HOLD,
             });
         }
         if !self.max_hold.is_zero() && self.hold_promise < self.renew_deadline {
@@ -695,7 +706,9 @@ impl Election {
     /// over from it: the lease duration, or 10% more than the restart hold
     /// its agent announced with that version.
     fn takeover_wait(&self, seen: &Seen) -> Mono {
-        let restart = seen.restart_hold.map_or(0, |r| ns(r) + ns(r) / 10);
+        let restart = seen
+            .restart_hold
+            .map_or(0, |r| ns(r.min(MAX_RESTART_HOLD)) * 11 / 10);
         ns(self.t.lease_duration).max(restart)
     }
 
@@ -1020,7 +1033,9 @@ impl Election {
     /// Pushes every live entry's expiry to `until`, never back.
     fn extend(&mut self, now: Mono, until: Mono, out: &mut Vec<Action>) {
         for (vip, v) in &mut self.vips {
-            if let VipState::Owning { expires, .. } = &mut v.state
+            // An adopted entry is ours as much as an owned one: live, it
+            // cannot have been taken over (followers wait on our lease).
+            if let VipState::Owning { expires, .. } | VipState::Adopted { expires } = &mut v.state
                 && *expires > now
                 && until > *expires
             {
@@ -2155,6 +2170,60 @@ mod tests {
                 }
             )),
             "{late:?}"
+        );
+    }
+
+    #[test]
+    fn an_adopted_entry_is_extended_by_our_renewals_before_the_records_are_known() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let mut e = Election::new("a", Timings::default()).awaiting_plan();
+        e.handle(
+            0,
+            Event::Adopted {
+                vips: vec![(vip, S)],
+            },
+        );
+        let out = renewed(&mut e, 100_000_000, 1, 100_000_000);
+        assert!(
+            out.contains(&Action::Refresh {
+                vip,
+                expires: 1_600_000_000
+            }),
+            "{out:?}"
+        );
+        assert_eq!(
+            e.state(&vip),
+            Some(&VipState::Adopted {
+                expires: 1_600_000_000
+            })
+        );
+    }
+
+    #[test]
+    fn an_absurd_restart_hold_neither_overflows_nor_shortens_the_wait() {
+        let vip: IpAddr = "198.18.0.10".parse().expect("vip");
+        let mut e = candidate_b(vip);
+        e.handle(
+            1,
+            Event::NodeLease {
+                node: "a".into(),
+                rv: Some("1".into()),
+                witnesses: Vec::new(),
+                restart_hold: Some(Duration::from_secs(u64::MAX / 1000)),
+            },
+        );
+        e.handle(
+            2,
+            Event::Record {
+                vip,
+                record: record("a", 1, "7"),
+            },
+        );
+        e.handle(3, Event::RecordsSynced);
+        let done = drive(&mut e, 100_000_000, 10 * S, "1");
+        assert!(
+            !done.iter().any(|a| matches!(a, Action::WriteRecord { .. })),
+            "{done:?}"
         );
     }
 }

@@ -123,9 +123,10 @@ pub fn witnesses(lease: &Lease) -> Vec<String> {
 /// restart with this version, if it did.
 pub fn restart_hold(lease: &Lease) -> Option<Duration> {
     annotation(lease, RESTART_HOLD_ANNOTATION)?
-        .parse()
+        .parse::<u64>()
         .ok()
-        .map(Duration::from_millis)
+        // Bounded like --restart-hold: no arithmetic on it overflows.
+        .map(|ms| Duration::from_millis(ms).min(crate::election::MAX_RESTART_HOLD))
 }
 
 /// A version of our own node lease as the election orders it.
@@ -211,7 +212,10 @@ impl Leases {
         let stopped = |o: &str| o.is_empty() || o == self.instance || Some(o) == predecessor;
         if !stopped(&other) {
             let rv = lease.metadata.resource_version.clone();
-            let until = tokio::time::Instant::now() + lease_duration;
+            // An agent elsewhere under this name that stopped for a restart
+            // answers until its hold is out: as long as followers wait.
+            let hold = restart_hold(&lease).map_or(Duration::ZERO, |h| h + h / 10);
+            let until = tokio::time::Instant::now() + lease_duration.max(hold);
             while tokio::time::Instant::now() < until {
                 tokio::time::sleep(lease_duration / 10).await;
                 lease = self.api.get(&name).await?;
