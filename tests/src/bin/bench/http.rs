@@ -310,13 +310,15 @@ fn inflict(fault: Fault, story: &mut Story, i: usize, leader: &str, t0: u64) -> 
             elsewhere(story, Duration::from_secs(10))?;
         }
         Fault::NginxKilledKubeletOnly => {
-            // At a random point of the kubelet's probe period: trials of
-            // equal length would otherwise all meet its probe at one phase.
+            // At a random point of the kubelet's probe period: trials end
+            // on events in phase with its probes, so they would all meet
+            // it at one phase (and so would a delay drawn from the clock).
+            use std::hash::{BuildHasher as _, Hasher as _};
             let period = speaker_tests::kubelet::ReadinessProbe::default().period;
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            std::thread::sleep(period.mul_f64(f64::from(nanos) / 1e9));
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            std::thread::sleep(period.mul_f64((random % 1000) as f64 / 1000.0));
             story.kill_nginx(i);
             elsewhere(story, Duration::from_secs(45))?;
         }
