@@ -278,8 +278,15 @@ impl World {
         let local = self.nodes[i].local(self.now);
         let n = &mut self.nodes[i];
         // One agent per host: a successor started while its predecessor
-        // runs (or is frozen) is refused by the pin folder's lock.
-        if n.election.is_some() {
+        // runs (or is frozen) is refused by the pin folder's lock. While
+        // that predecessor is stopping, the pod's restart comes back later
+        // (the kubelet restarts a container that exited); a predecessor
+        // that is not stopping stays, and nothing restarts.
+        if let Some(e) = &n.election {
+            if e.keeps() {
+                let again = self.now + self.rng.range(200, 3000) * MS;
+                self.at(again, Ev::Restart { node: i });
+            }
             return;
         }
         n.epoch += 1;
@@ -1172,6 +1179,24 @@ fn never_two_answering_with_restarts_in_place() {
         w.run(seed, 40 * SEC, settle);
         w.check_liveness(seed);
     }
+}
+
+/// Seeds of [`never_two_answering_with_restarts_in_place`] that found
+/// holes, each failing before its fix: 20128, a successor refused while
+/// its predecessor was stopping never came back (the kubelet restarts it).
+#[test]
+fn restart_seeds_that_found_holes_stay_closed() {
+    let t = Timings {
+        restart_hold: Duration::from_secs(3),
+        ..Timings::default()
+    };
+    let hold = t.restart_hold.as_nanos() as u64;
+    let settle = 3 * SEC + hold + hold / 10 + 2 * t.lease_duration.as_nanos() as u64 + 3 * TIMEOUT;
+    let seed = 20128;
+    let mut w = World::new(seed, 3, 3, t);
+    w.restarts = true;
+    w.run(seed, 40 * SEC, settle);
+    w.check_liveness(seed);
 }
 
 /// Every owner restarted in place, one after another, its successor half
