@@ -187,7 +187,7 @@ fn without_a_successor_the_vip_goes_at_its_expiry() {
         "{}",
         agent.log()
     );
-    agent.leave_pins();
+    // Its pins stay until `agent` is dropped at the end (no successor).
     let other = s.settled(VIP, Duration::from_secs(10), |h| h != owner);
     let took = stopped.elapsed();
     let _ = prober.kill();

@@ -203,7 +203,7 @@ pub fn debian_packages() -> Result<()> {
 }
 
 /// Removes network namespaces left by test processes that no longer exist,
-/// and their name resolution files (tests/src/worker.rs). Test namespaces
+/// their name resolution files (tests/src/worker.rs) and their pins. Test namespaces
 /// are named `spk<pid>-...` (see tests/src/netns.rs).
 pub fn remove_leftover_namespaces() {
     if let Ok(list) = output(Command::new("ip").args(["netns", "list"])) {
@@ -214,13 +214,13 @@ pub fn remove_leftover_namespaces() {
             }
         }
     }
-    for entry in std::fs::read_dir("/etc/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if left_by_a_dead_test(&entry.file_name().to_string_lossy()) {
-            let _ = std::fs::remove_dir_all(entry.path());
+    // Their name resolution, and their pins (a test's agent that stopped
+    // for a restart leaves them for a successor).
+    for dir in ["/etc/netns", "/sys/fs/bpf"] {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if left_by_a_dead_test(&entry.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
     }
 }
