@@ -203,8 +203,8 @@ pub fn debian_packages() -> Result<()> {
 }
 
 /// Removes network namespaces left by test processes that no longer exist,
-/// their name resolution files (tests/src/worker.rs) and their pins. Test namespaces
-/// are named `spk<pid>-...` (see tests/src/netns.rs).
+/// their name resolution files (tests/src/worker.rs) and their pins. Test
+/// namespaces are named `spk<pid>-...` (see tests/src/netns.rs).
 pub fn remove_leftover_namespaces() {
     if let Ok(list) = output(Command::new("ip").args(["netns", "list"])) {
         for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
