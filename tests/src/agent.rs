@@ -13,16 +13,22 @@ use crate::netns::Netns;
 /// The speaker binary: `SPEAKER_BIN`, or `speaker` next to the test's own
 /// target folder (`cargo xtask test` builds it first).
 pub fn speaker_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("SPEAKER_BIN") {
+    built("SPEAKER_BIN", "speaker")
+}
+
+/// A binary of the workspace: `$env`, or `name` in the target folder of
+/// the running program (target/<profile>/deps/<test> or
+/// target/<profile>/<bin>).
+pub fn built(env: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> or target/<profile>/<bin>
     let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
     if dir.ends_with("deps") {
         dir.pop();
     }
-    dir.join("speaker")
+    dir.join(name)
 }
 
 /// A running agent; killed on drop if still running.

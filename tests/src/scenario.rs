@@ -364,6 +364,14 @@ impl Scenario {
             .collect()
     }
 
+    /// The client asking for `vip` every 20 ms, `count` times (arping), in
+    /// the background.
+    pub fn arp_probe(&self, vip: &str, count: u32) -> Result<std::process::Child> {
+        let n = count.to_string();
+        let args = ["-q", "-i", "eth0", "-W", "0.02", "-c", n.as_str(), vip];
+        Ok(self.lan.client.command("arping").args(args).spawn()?)
+    }
+
     /// The node whose MAC answers the client's ARP request for the VIP.
     pub fn answering_on_wire(&self, vip: &str) -> Option<String> {
         let out = self

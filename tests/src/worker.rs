@@ -124,15 +124,7 @@ impl Drop for Worker {
 /// The worker binary: `WORKER_BIN`, or `worker` beside the running program
 /// (built with it: `cargo build -p speaker-tests --bins`).
 pub fn worker_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("WORKER_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("worker")
+    crate::agent::built("WORKER_BIN", "worker")
 }
 
 fn parse(line: &str) -> Option<Request> {

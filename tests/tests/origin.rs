@@ -121,7 +121,7 @@ fn owner_cut_off_hands_over(lan: bool) {
     let s = running(&[VIP]);
     let first = s.settled(VIP, Duration::from_secs(10), |_| true);
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
-    let mut prober = probe(&s, 400);
+    let mut prober = s.arp_probe(VIP, 400).expect("arping");
     std::thread::sleep(Duration::from_millis(500));
     let i = s.index(&first);
     if lan {
@@ -189,7 +189,7 @@ fn one_node_lease_renewal_delayed_1_2_s_costs_nothing_on_the_wire() {
     let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
     let record = s.record(VIP);
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
-    let mut prober = probe(&s, 150);
+    let mut prober = s.arp_probe(VIP, 150).expect("arping");
     std::thread::sleep(Duration::from_millis(500));
     let lease = speaker::k8s::leases::node_lease_name(&owner);
     s.lan.cluster.require_stand_in().delay_next(
@@ -214,7 +214,7 @@ fn a_minute_without_the_api_costs_nothing_on_the_wire() {
     let record = s.record(VIP);
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
     // 20 ms apart for the minute and a few seconds either side.
-    let mut prober = probe(&s, 3300);
+    let mut prober = s.arp_probe(VIP, 3300).expect("arping");
     std::thread::sleep(Duration::from_millis(1000));
     api_outage(&s, Duration::from_secs(60));
     let _ = prober.wait();
@@ -267,7 +267,7 @@ fn a_rolling_restart_of_every_front_keeps_the_vip_answered() {
     let mut s = running(&[VIP]);
     s.settled(VIP, Duration::from_secs(10), |_| true);
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
-    let mut prober = probe(&s, 2000);
+    let mut prober = s.arp_probe(VIP, 2000).expect("arping");
     std::thread::sleep(Duration::from_millis(500));
     for i in 0..s.lan.fronts.len() {
         let name = s.lan.fronts[i].name.clone();
@@ -302,7 +302,7 @@ fn a_second_outage_soon_after_the_first_costs_nothing_either() {
     let s = running(&[VIP]);
     let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
-    let mut prober = probe(&s, 1100);
+    let mut prober = s.arp_probe(VIP, 1100).expect("arping");
     std::thread::sleep(Duration::from_millis(1000));
     api_outage(&s, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
@@ -343,7 +343,7 @@ fn an_owner_paused_during_its_burst_sends_nothing_after_the_new_owner_answers() 
     // A takeover: its gratuitous ARP burst runs for the next seconds.
     let second = s.settled(VIP, Duration::from_secs(2), |h| h != first);
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
-    let mut prober = probe(&s, 350);
+    let mut prober = s.arp_probe(VIP, 350).expect("arping");
     std::thread::sleep(Duration::from_secs(1));
     let b = s.take(&second).expect("agent");
     b.signal(libc::SIGSTOP);
@@ -416,7 +416,7 @@ fn a_record_rolled_back_never_makes_two_nodes_answer() {
     s.start(i).expect("restart");
 
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
-    let mut prober = probe(&s, 200);
+    let mut prober = s.arp_probe(VIP, 200).expect("arping");
     std::thread::sleep(Duration::from_millis(500));
     // The store goes back to the first owner's record (a restore).
     old["metadata"]
@@ -436,25 +436,6 @@ fn a_record_rolled_back_never_makes_two_nodes_answer() {
     let (holder, term, _) = s.record(VIP).expect("record");
     assert_eq!(holder.as_deref(), Some(second.as_str()), "the VIP moved");
     assert!(term > 2, "not claimed back above every term seen ({term})");
-}
-
-/// Probes the VIP from the client with arping, every 20 ms, `count` times.
-fn probe(s: &Scenario, count: u32) -> std::process::Child {
-    s.lan
-        .client
-        .command("arping")
-        .args([
-            "-q",
-            "-i",
-            "eth0",
-            "-W",
-            "0.02",
-            "-c",
-            &count.to_string(),
-            VIP,
-        ])
-        .spawn()
-        .expect("arping")
 }
 
 /// Who answered, when: replies for the VIP to the client in a capture, by

@@ -22,25 +22,6 @@ use speaker_tests::{
 
 const VIP: &str = story::VIP;
 
-/// ARP requests for the VIP from the client every 20 ms.
-fn probe(s: &Scenario, count: u32) -> std::process::Child {
-    s.lan
-        .client
-        .command("arping")
-        .args([
-            "-q",
-            "-i",
-            "eth0",
-            "-W",
-            "0.02",
-            "-c",
-            &count.to_string(),
-            VIP,
-        ])
-        .spawn()
-        .expect("arping")
-}
-
 /// Now, as capture timestamps count (Unix ns).
 fn now_ns() -> u64 {
     std::time::SystemTime::now()
@@ -131,7 +112,7 @@ fn a_restart_in_place_moves_nothing() {
     let record = s.record(VIP).expect("record");
     let events_before = events(s);
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
-    let mut prober = probe(s, 300);
+    let mut prober = s.arp_probe(VIP, 300).expect("arping");
     std::thread::sleep(Duration::from_millis(300));
 
     // (The first owner's own burst of announcements may still be going.)
@@ -178,7 +159,7 @@ fn without_a_successor_the_vip_goes_at_its_expiry() {
     let owner = s.settled(VIP, Duration::from_secs(10), |_| true);
     let mac = s.lan.fronts[s.index(&owner)].mac;
     let cap = Capture::start(&s.lan.lan, "pc", "arp").expect("capture");
-    let mut prober = probe(&s, 500);
+    let mut prober = s.arp_probe(VIP, 500).expect("arping");
     std::thread::sleep(Duration::from_millis(300));
     let mut agent = s.take(&owner).expect("agent");
     let stopped = std::time::Instant::now();

@@ -1831,6 +1831,29 @@ mod tests {
         e
     }
 
+    /// At `at`, `e` sees node "a"'s lease at version "1" (stopped for a
+    /// restart with `restart_hold`, if any), holding `vip` at term 1, and
+    /// the records listed.
+    fn holder_a_seen(e: &mut Election, vip: IpAddr, at: Mono, restart_hold: Option<Duration>) {
+        e.handle(
+            at,
+            Event::NodeLease {
+                node: "a".into(),
+                rv: Some("1".into()),
+                witnesses: Vec::new(),
+                restart_hold,
+            },
+        );
+        e.handle(
+            at,
+            Event::Record {
+                vip,
+                record: record("a", 1, "7"),
+            },
+        );
+        e.handle(at, Event::RecordsSynced);
+    }
+
     /// Drives `e` on ticks every 100 ms until `until`, every request
     /// answered at once: our renewals succeed, a read finds the lease at
     /// `peer_rv`, writes go through. What it did, in order.
@@ -1881,23 +1904,7 @@ mod tests {
         let mut e = candidate_b(vip);
         drive(&mut e, 0, 100_000_000, "1");
         // The holder's last renewal we see, at 0.2 s.
-        e.handle(
-            200_000_000,
-            Event::NodeLease {
-                node: "a".into(),
-                rv: Some("1".into()),
-                witnesses: Vec::new(),
-                restart_hold: None,
-            },
-        );
-        e.handle(
-            200_000_000,
-            Event::Record {
-                vip,
-                record: record("a", 1, "7"),
-            },
-        );
-        e.handle(200_000_000, Event::RecordsSynced);
+        holder_a_seen(&mut e, vip, 200_000_000, None);
         let done = drive(&mut e, 300_000_000, 3_000_000_000, "1");
         let installs: Vec<_> = done
             .iter()
@@ -2136,23 +2143,7 @@ mod tests {
         let mut e = candidate_b(vip);
         drive(&mut e, 0, 100_000_000, "1");
         // The holder stopped for a restart: 3 s of hold, so 3.3 s of wait.
-        e.handle(
-            200_000_000,
-            Event::NodeLease {
-                node: "a".into(),
-                rv: Some("1".into()),
-                witnesses: Vec::new(),
-                restart_hold: Some(Duration::from_secs(3)),
-            },
-        );
-        e.handle(
-            200_000_000,
-            Event::Record {
-                vip,
-                record: record("a", 1, "7"),
-            },
-        );
-        e.handle(200_000_000, Event::RecordsSynced);
+        holder_a_seen(&mut e, vip, 200_000_000, Some(Duration::from_secs(3)));
         let early = drive(&mut e, 300_000_000, 3_400_000_000, "1");
         assert!(
             !early
@@ -2203,23 +2194,7 @@ mod tests {
     fn an_absurd_restart_hold_neither_overflows_nor_shortens_the_wait() {
         let vip: IpAddr = "198.18.0.10".parse().expect("vip");
         let mut e = candidate_b(vip);
-        e.handle(
-            1,
-            Event::NodeLease {
-                node: "a".into(),
-                rv: Some("1".into()),
-                witnesses: Vec::new(),
-                restart_hold: Some(Duration::from_secs(u64::MAX / 1000)),
-            },
-        );
-        e.handle(
-            2,
-            Event::Record {
-                vip,
-                record: record("a", 1, "7"),
-            },
-        );
-        e.handle(3, Event::RecordsSynced);
+        holder_a_seen(&mut e, vip, 1, Some(Duration::from_secs(u64::MAX / 1000)));
         let done = drive(&mut e, 100_000_000, 10 * S, "1");
         assert!(
             !done.iter().any(|a| matches!(a, Action::WriteRecord { .. })),

@@ -1161,23 +1161,12 @@ fn a_full_api_outage_keeps_every_vip_answered_by_the_same_node() {
 /// (too late: its VIPs lapsed and were taken over), or not before healing.
 #[test]
 fn never_two_answering_with_restarts_in_place() {
-    let t = Timings {
-        restart_hold: Duration::from_secs(3),
-        ..Timings::default()
-    };
-    // Healing also waits for a stop in progress (up to 3 s) and for the
-    // others to wait out its restart hold.
-    let hold = t.restart_hold.as_nanos() as u64;
-    let settle = 3 * SEC + hold + hold / 10 + 2 * t.lease_duration.as_nanos() as u64 + 3 * TIMEOUT;
     let first = std::env::var("SPEAKER_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     for seed in first..first + runs() / 2 {
-        let mut w = World::new(seed, 3, 3, t);
-        w.restarts = true;
-        w.run(seed, 40 * SEC, settle);
-        w.check_liveness(seed);
+        run_with_restarts(seed);
     }
 }
 
@@ -1186,13 +1175,20 @@ fn never_two_answering_with_restarts_in_place() {
 /// its predecessor was stopping never came back (the kubelet restarts it).
 #[test]
 fn restart_seeds_that_found_holes_stay_closed() {
+    run_with_restarts(20128);
+}
+
+/// 40 s of faults, restarts in place among them (a 3 s restart hold), then
+/// healing: never two answering, then one answering each VIP.
+fn run_with_restarts(seed: u64) {
     let t = Timings {
         restart_hold: Duration::from_secs(3),
         ..Timings::default()
     };
+    // Healing also waits for a stop in progress (up to 3 s) and for the
+    // others to wait out its restart hold.
     let hold = t.restart_hold.as_nanos() as u64;
     let settle = 3 * SEC + hold + hold / 10 + 2 * t.lease_duration.as_nanos() as u64 + 3 * TIMEOUT;
-    let seed = 20128;
     let mut w = World::new(seed, 3, 3, t);
     w.restarts = true;
     w.run(seed, 40 * SEC, settle);
