@@ -94,17 +94,31 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         let now = now_ns();
         let wake = mono_to_instant(agent.election.next_wakeup(now), now)
             .min(agent.answer.next_announcement().unwrap_or(far()));
+        let woke = tokio::select! {
+            Some(ev) = rx.recv() => Wake::Event(ev),
+            Ok(()) = changed.changed() => Wake::Cluster,
+            _ = carrier.tick() => Wake::Carrier,
+            _ = repair.tick() => Wake::Repair,
+            _ = probe_tick.tick(), if probing => Wake::ProbeRound,
+            Some((target, outcome)) = probed.recv() => Wake::Probed(target, outcome),
+            Ok(()) = superseded.changed() => Wake::Superseded,
+            _ = sigterm.recv(), if stop_by.is_none() => Wake::Sigterm,
+            _ = sigint.recv(), if stop_by.is_none() => Wake::Sigint,
+            _ = tokio::time::sleep_until(wake.into()) => Wake::Event(Event::Tick),
+        };
+        let started = Instant::now();
+        let kind = woke.kind();
         let mut events = Vec::new();
-        tokio::select! {
-            Some(ev) = rx.recv() => events.push(ev),
-            Ok(()) = changed.changed() => {
+        match woke {
+            Wake::Event(ev) => events.push(ev),
+            Wake::Cluster => {
                 if stores.ready() {
                     let snapshot = stores.snapshot();
                     agent.locate_peers(&snapshot.nodes);
                     events.extend(agent.replan(eligibility::plan(&snapshot, &cfg.settings)));
                 }
             }
-            _ = carrier.tick() => {
+            Wake::Carrier => {
                 let change = agent.local.poll_links();
                 if change.moved {
                     agent.relink();
@@ -113,24 +127,29 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                     events.extend(agent.eligibility());
                 }
             }
-            _ = repair.tick() => agent.repair(),
-            _ = probe_tick.tick(), if probing => agent.probe_round(cfg.probe.period),
-            Some((target, outcome)) = probed.recv() => events.extend(agent.probed(target, outcome)),
-            Ok(()) = superseded.changed() => {
+            Wake::Repair => agent.repair(),
+            Wake::ProbeRound => agent.probe_round(cfg.probe.period),
+            Wake::Probed(target, outcome) => events.extend(agent.probed(target, outcome)),
+            Wake::Superseded => {
                 // Another agent acts as this node now: stop answering at
                 // once, and write nothing more.
                 let why = superseded.borrow().clone().unwrap_or_default();
                 agent.answer.shutdown();
-                agent.events.node_warning(&cfg.node, "DuplicateAgent", why.clone()).await;
+                agent
+                    .events
+                    .node_warning(&cfg.node, "DuplicateAgent", why.clone())
+                    .await;
                 anyhow::bail!("{why}");
             }
-            _ = sigterm.recv(), if stop_by.is_none() => {
+            Wake::Sigterm => {
                 let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
                 let node = stores.node(&cfg.node);
                 stop_by = Some(Instant::now() + STOP_GRACE);
                 let keep = stop::keeps(cfg.on_sigterm, in_cluster, node.as_deref());
                 if keep && !agent.answer.keepable() {
-                    warn!("the XDP links cannot be pinned here: handing VIPs over instead of keeping them");
+                    warn!(
+                        "the XDP links cannot be pinned here: handing VIPs over instead of keeping them"
+                    );
                 }
                 if keep && agent.answer.keepable() {
                     info!("SIGTERM: stopping for a restart, VIPs kept answered");
@@ -140,17 +159,18 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                     events.push(Event::Shutdown);
                 }
             }
-            _ = sigint.recv(), if stop_by.is_none() => {
+            Wake::Sigint => {
                 info!("SIGINT: handing VIPs over");
                 stop_by = Some(Instant::now() + STOP_GRACE);
                 events.push(Event::Shutdown);
             }
-            _ = tokio::time::sleep_until(wake.into()) => events.push(Event::Tick),
         }
         for ev in events {
             agent.handle(ev);
         }
         agent.answer.send_due(Instant::now());
+        let took = started.elapsed();
+        metrics::update(&agent.metrics, |m| m.work_seconds.observe(kind, took));
         if let Some(by) = stop_by
             && (agent.election.stopped() || Instant::now() >= by)
         {
@@ -313,6 +333,36 @@ async fn acquire_node_lease(
                 warn!(error = %e, "cannot take this node's lease; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// What woke the agent's loop.
+enum Wake {
+    /// A Lease event, a request's result, or the election's timer.
+    Event(Event),
+    /// A watched object changed.
+    Cluster,
+    Carrier,
+    Repair,
+    ProbeRound,
+    Probed(SocketAddr, Outcome),
+    Superseded,
+    Sigterm,
+    Sigint,
+}
+
+impl Wake {
+    /// The label of `speaker_event_seconds`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Wake::Event(Event::Tick) => "timer",
+            Wake::Event(_) => "lease",
+            Wake::Cluster => "cluster",
+            Wake::Carrier => "carrier",
+            Wake::Repair => "repair",
+            Wake::ProbeRound | Wake::Probed(..) => "probe",
+            Wake::Superseded | Wake::Sigterm | Wake::Sigint => "signal",
         }
     }
 }

@@ -107,6 +107,28 @@ fn long_latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 20))
 }
 
+/// Time the agent's loop spends on one wake-up, by what woke it.
+#[derive(Debug, Clone)]
+pub struct WorkTimes(Family<Labels, Histogram, fn() -> Histogram>);
+
+impl Default for WorkTimes {
+    fn default() -> Self {
+        Self(Family::new_with_constructor(work_histogram))
+    }
+}
+
+/// 8 µs to about 2 s: one event should cost microseconds.
+fn work_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_008, 2.0, 19))
+}
+
+impl WorkTimes {
+    pub fn observe(&self, woke_by: &'static str, took: std::time::Duration) {
+        let labels = vec![("event", woke_by.to_owned())];
+        self.0.get_or_create(&labels).observe(took.as_secs_f64());
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub node: String,
@@ -152,6 +174,8 @@ pub struct Metrics {
     /// VIPs this process found answered by its predecessor on the node at
     /// start and went on answering (a restart that moved nothing).
     pub adopted: u64,
+    /// The loop's work per wake-up.
+    pub work_seconds: WorkTimes,
 }
 
 impl Metrics {
@@ -382,6 +406,11 @@ impl Page for Metrics {
             "How long node-lease renewals took (failed ones up to the request timeout).",
             self.renewal_seconds.0.clone(),
         );
+        e.0.register(
+            "speaker_event_seconds",
+            "Time the agent's loop spent on one wake-up, by what woke it (cluster: a watched object changed; lease: a Lease event or a request's result; timer; carrier; repair; probe).",
+            self.work_seconds.0.clone(),
+        );
         e.gauge(
             "speaker_vips_owned",
             "VIPs this node answers for.",
@@ -473,6 +502,13 @@ mod tests {
         );
         assert!(
             text.contains("speaker_lease_renewal_seconds_count 1\n"),
+            "{text}"
+        );
+        page.work_seconds
+            .observe("cluster", std::time::Duration::from_micros(100));
+        let text = page.render();
+        assert!(
+            text.contains("speaker_event_seconds_bucket{le=\"0.000128\",event=\"cluster\"} 1\n"),
             "{text}"
         );
         assert!(
