@@ -61,6 +61,18 @@ impl Agent {
         env: &[(&str, &std::ffi::OsStr)],
         bpffs: PathBuf,
     ) -> Result<Self> {
+        Self::start_bin(&speaker_bin(), ns, args, env, bpffs)
+    }
+
+    /// As [`Agent::start_in`], running the speaker binary `bin` instead of
+    /// the workspace's (another build of it, to compare with).
+    pub fn start_bin(
+        bin: &std::path::Path,
+        ns: &Netns,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        bpffs: PathBuf,
+    ) -> Result<Self> {
         let args: Vec<&str> = args
             .iter()
             .copied()
@@ -69,7 +81,7 @@ impl Agent {
                 bpffs.to_str().context("bpffs path is not UTF-8")?,
             ])
             .collect();
-        Self::spawn(ns, &args, env, bpffs.clone())
+        Self::spawn(bin, ns, &args, env, bpffs.clone())
     }
 
     /// `speaker controller ARGS` in `ns` (no data plane, so no bpffs).
@@ -83,10 +95,11 @@ impl Agent {
             .chain(args.iter().copied())
             .collect();
         let none = PathBuf::from(format!("/nonexistent/{}", ns.name()));
-        Self::spawn(ns, &args, env, none)
+        Self::spawn(&speaker_bin(), ns, &args, env, none)
     }
 
     fn spawn(
+        bin: &std::path::Path,
         ns: &Netns,
         args: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
@@ -94,7 +107,6 @@ impl Agent {
     ) -> Result<Self> {
         let log = std::env::temp_dir().join(format!("{}-speaker.log", ns.name()));
         let log_file = std::fs::File::create(&log)?;
-        let bin = speaker_bin();
         let mut cmd = ns.command(bin.to_str().context("binary path is not UTF-8")?);
         // SAFETY: prctl is async-signal-safe. An agent must not outlive the
         // test or tool that started it, however that ends.

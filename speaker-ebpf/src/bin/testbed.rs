@@ -13,6 +13,14 @@ pub fn testbed_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// XDP_DROP everything: the storm benchmark's flood generator end, where
+/// the replies are counted (veth's own receive counters) and discarded at
+/// the least cost to the generator's CPU.
+#[xdp]
+pub fn testbed_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 /// Benchmark baseline: the least a responder can do, swap the Ethernet
 /// addresses and send the frame back.
 #[xdp]

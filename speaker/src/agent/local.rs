@@ -234,7 +234,7 @@ mod tests {
         };
         let mut local = Local::new("front-0", vec![link]);
         let mut plan = Plan::default();
-        let nodes = BTreeMap::from([("front-0".to_string(), BTreeSet::new())]);
+        let nodes = std::sync::Arc::new(BTreeMap::from([("front-0".to_string(), BTreeSet::new())]));
         plan.vips.insert(
             vip,
             VipPlan {

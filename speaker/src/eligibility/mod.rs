@@ -5,14 +5,17 @@
 //! that proves it, are in docs/eligibility.md.
 
 pub(crate) mod addresses;
+pub mod cluster;
 pub mod probes;
 pub(crate) mod selectors;
+pub mod slim;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -129,7 +132,7 @@ pub struct VipPlan {
     /// Nodes that may announce it, each with the interfaces to announce on
     /// (empty = the agent's default interfaces, as MetalLB's empty list means
     /// "all"). Empty when no node may: the VIP must be withdrawn everywhere.
-    pub nodes: BTreeMap<String, BTreeSet<String>>,
+    pub nodes: Nodes,
     /// What the local endpoint probe checks on each of those nodes that
     /// has something to check (probes.rs).
     pub probes: BTreeMap<String, BTreeSet<SocketAddr>>,
@@ -164,10 +167,10 @@ fn ns_name(meta: &ObjectMeta) -> Option<(&str, &str)> {
     Some((meta.namespace.as_deref().unwrap_or_default(), name))
 }
 
-struct Pool<'a> {
-    namespace: &'a str,
-    name: &'a str,
-    labels: &'a BTreeMap<String, String>,
+struct Pool {
+    namespace: String,
+    name: String,
+    labels: BTreeMap<String, String>,
     ranges: Vec<AddrRange>,
     /// One per advertisement that selects this pool.
     grants: Vec<Grant>,
@@ -180,7 +183,7 @@ struct Grant {
     nodes: BTreeMap<String, Interfaces>,
 }
 
-impl Pool<'_> {
+impl Pool {
     fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
@@ -190,115 +193,227 @@ impl Pool<'_> {
     }
 }
 
-/// The plan for `snapshot`. Never fails and never panics: a bad object is
-/// skipped or reported in [`Plan::issues`] and leaves the other VIPs as
-/// they would be without it.
-pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
-    let mut issues = Vec::new();
-    let mut pools = parse_pools(&snapshot.pools, &mut issues);
-    report_overlaps(&pools, &mut issues);
+/// The part of the plan that pools, advertisements and Nodes decide, for
+/// every Service alike: which nodes each pool's advertisements grant, and
+/// the Nodes' own addresses. Built again only when one of those changes.
+pub(crate) struct Config {
+    pools: Vec<Pool>,
+    node_addresses: BTreeMap<IpAddr, String>,
+    issues: Vec<Issue>,
+}
 
-    let nodes: Vec<(&str, &BTreeMap<String, String>)> = snapshot
-        .nodes
-        .iter()
-        .filter(|n| node_may_announce(n))
-        .filter_map(|n| Some((n.metadata.name.as_deref()?, labels(&n.metadata))))
-        .collect();
-    for ad in &snapshot.advertisements {
-        apply_advertisement(ad, &mut pools, &nodes, &mut issues);
-    }
-
-    #[derive(Default)]
-    struct Vip {
-        services: BTreeSet<ObjectRef>,
-        pools: BTreeSet<String>,
-        nodes: BTreeMap<String, Interfaces>,
-        probes: BTreeMap<String, BTreeSet<SocketAddr>>,
-    }
-    let node_addresses = node_addresses(&snapshot.nodes);
-    let mut vips: BTreeMap<IpAddr, Vip> = BTreeMap::new();
-    for svc in &snapshot.services {
-        let Some(svc) = announced_service(svc, settings, &mut issues) else {
-            continue;
-        };
-        let slices = service_slices(&snapshot.endpoint_slices, &svc);
-        let endpoints = endpoint_nodes(&slices, &svc);
-        let targets = if svc.local && svc.probe {
-            probes::targets(&slices)
-        } else {
-            BTreeMap::new()
-        };
-        for ip in &svc.ips {
-            // Answering for a node's own address would take its traffic.
-            if let Some(node) = node_addresses.get(ip) {
-                issues.push(Issue {
-                    object: svc.object.clone(),
-                    message: format!(
-                        "address {ip} is an address of Node {node}, not a Service's; it is \
-                         not announced"
-                    ),
-                });
-                continue;
-            }
-            let containing: Vec<&Pool> = pools.iter().filter(|p| p.contains(*ip)).collect();
-            if containing.is_empty() {
-                issues.push(Issue {
-                    object: svc.object.clone(),
-                    message: not_in_a_pool(&pools, *ip),
-                });
-                continue;
-            }
-            let vip = vips.entry(*ip).or_default();
-            vip.services.insert(svc.object.clone());
-            for (node, t) in &targets {
-                let have = vip.probes.entry((*node).to_owned()).or_default();
-                have.extend(t.iter().copied());
-            }
-            for pool in containing {
-                vip.pools.insert(pool.key());
-                let grants = pool
-                    .grants
-                    .iter()
-                    .filter(|g| g.services.matches(svc.labels));
-                for (node, ifaces) in grants.flat_map(|g| &g.nodes) {
-                    if endpoints.allow(node) {
-                        merge(&mut vip.nodes, node, ifaces);
-                    }
-                }
-            }
+impl Config {
+    pub(crate) fn new<'a>(
+        pools: impl IntoIterator<Item = &'a IPAddressPool>,
+        advertisements: impl IntoIterator<Item = &'a L2Advertisement>,
+        nodes: impl IntoIterator<Item = &'a Node> + Clone,
+    ) -> Self {
+        let mut issues = Vec::new();
+        let mut pools = parse_pools(pools, &mut issues);
+        // In name order, so the plan does not depend on the listing's.
+        pools.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        report_overlaps(&pools, &mut issues);
+        let may: Vec<(&str, &BTreeMap<String, String>)> = nodes
+            .clone()
+            .into_iter()
+            .filter(|n| node_may_announce(n))
+            .filter_map(|n| Some((n.metadata.name.as_deref()?, labels(&n.metadata))))
+            .collect();
+        for ad in advertisements {
+            apply_advertisement(ad, &mut pools, &may, &mut issues);
+        }
+        Self {
+            pools,
+            node_addresses: node_addresses(nodes),
+            issues,
         }
     }
 
+    /// Problems with the pools and advertisements.
+    pub(crate) fn issues(&self) -> &[Issue] {
+        &self.issues
+    }
+}
+
+/// What one Service adds to the plan: a part per valid VIP, and its
+/// problems.
+#[derive(Default)]
+pub(crate) struct Contribution {
+    pub(crate) parts: Vec<(IpAddr, Part)>,
+    pub(crate) issues: Vec<Issue>,
+}
+
+/// One Service's share of one VIP's plan.
+pub(crate) struct Part {
+    service: ObjectRef,
+    pools: BTreeSet<String>,
+    nodes: BTreeMap<String, Interfaces>,
+    probes: BTreeMap<String, BTreeSet<SocketAddr>>,
+}
+
+/// What `svc` (with its EndpointSlices `slices`) adds to the plan under
+/// `config`; nothing if it is not ours.
+pub(crate) fn contribution(
+    config: &Config,
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    settings: &Settings,
+) -> Contribution {
+    let mut out = Contribution::default();
+    let Some(svc) = announced_service(svc, settings, &mut out.issues) else {
+        return out;
+    };
+    let endpoints = endpoint_nodes(slices, &svc);
+    let targets = if svc.local && svc.probe {
+        probes::targets(slices)
+    } else {
+        BTreeMap::new()
+    };
+    for ip in &svc.ips {
+        // Answering for a node's own address would take its traffic.
+        if let Some(node) = config.node_addresses.get(ip) {
+            out.issues.push(Issue {
+                object: svc.object.clone(),
+                message: format!(
+                    "address {ip} is an address of Node {node}, not a Service's; it is \
+                     not announced"
+                ),
+            });
+            continue;
+        }
+        let containing: Vec<&Pool> = config.pools.iter().filter(|p| p.contains(*ip)).collect();
+        if containing.is_empty() {
+            out.issues.push(Issue {
+                object: svc.object.clone(),
+                message: not_in_a_pool(&config.pools, *ip),
+            });
+            continue;
+        }
+        let mut part = Part {
+            service: svc.object.clone(),
+            pools: BTreeSet::new(),
+            nodes: BTreeMap::new(),
+            probes: targets
+                .iter()
+                .map(|(node, t)| ((*node).to_owned(), t.clone()))
+                .collect(),
+        };
+        for pool in containing {
+            part.pools.insert(pool.key());
+            let grants = pool
+                .grants
+                .iter()
+                .filter(|g| g.services.matches(svc.labels));
+            for (node, ifaces) in grants.flat_map(|g| &g.nodes) {
+                if endpoints.allow(node) {
+                    merge(&mut part.nodes, node, ifaces);
+                }
+            }
+        }
+        out.parts.push((*ip, part));
+    }
+    out
+}
+
+/// The nodes that may announce each VIP, with their interfaces: shared by
+/// every VIP with the same ones (with no `nodeSelectors`, every VIP has
+/// every node), so a thousand VIPs do not hold a thousand copies.
+pub type Nodes = Arc<BTreeMap<String, BTreeSet<String>>>;
+
+/// Hands out one [`Nodes`] per distinct value.
+#[derive(Default)]
+pub(crate) struct Interner(HashSet<Nodes>);
+
+impl Interner {
+    fn intern(&mut self, nodes: BTreeMap<String, BTreeSet<String>>) -> Nodes {
+        if let Some(have) = self.0.get(&nodes) {
+            return have.clone();
+        }
+        let nodes = Arc::new(nodes);
+        self.0.insert(nodes.clone());
+        nodes
+    }
+
+    /// Forgets the values no plan uses any more.
+    pub(crate) fn prune(&mut self) {
+        self.0.retain(|n| Arc::strong_count(n) > 1);
+    }
+}
+
+/// A VIP's plan from the parts of every Service using it.
+pub(crate) fn vip_plan<'a>(
+    parts: impl IntoIterator<Item = &'a Part>,
+    interner: &mut Interner,
+) -> VipPlan {
+    let mut services = BTreeSet::new();
+    let mut pools = BTreeSet::new();
+    let mut nodes: BTreeMap<String, Interfaces> = BTreeMap::new();
+    let mut probes: BTreeMap<String, BTreeSet<SocketAddr>> = BTreeMap::new();
+    for part in parts {
+        services.insert(part.service.clone());
+        pools.extend(part.pools.iter().cloned());
+        for (node, ifaces) in &part.nodes {
+            merge(&mut nodes, node, ifaces);
+        }
+        for (node, t) in &part.probes {
+            probes
+                .entry(node.clone())
+                .or_default()
+                .extend(t.iter().copied());
+        }
+    }
+    let nodes: BTreeMap<String, BTreeSet<String>> = nodes
+        .into_iter()
+        .map(|(n, ifaces)| (n, ifaces.unwrap_or_default()))
+        .collect();
+    probes.retain(|node, _| nodes.contains_key(node));
+    VipPlan {
+        services: services.into_iter().collect(),
+        pools: pools.into_iter().collect(),
+        nodes: interner.intern(nodes),
+        probes,
+    }
+}
+
+/// Sorted, without duplicates.
+pub(crate) fn tidy(mut issues: Vec<Issue>) -> Vec<Issue> {
     issues.sort();
     issues.dedup();
-    let vips = vips
+    issues
+}
+
+/// The plan for `snapshot`. Never fails and never panics: a bad object is
+/// skipped or reported in [`Plan::issues`] and leaves the other VIPs as
+/// they would be without it. The agent keeps the same plan up to date
+/// change by change ([`cluster::Cluster`]); this computes it whole.
+pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
+    let config = Config::new(&snapshot.pools, &snapshot.advertisements, &snapshot.nodes);
+    let mut issues = config.issues.clone();
+    let mut parts: BTreeMap<IpAddr, Vec<Part>> = BTreeMap::new();
+    for svc in &snapshot.services {
+        let slices = service_slices(&snapshot.endpoint_slices, svc);
+        let c = contribution(&config, svc, &slices, settings);
+        issues.extend(c.issues);
+        for (ip, part) in c.parts {
+            parts.entry(ip).or_default().push(part);
+        }
+    }
+    let mut interner = Interner::default();
+    let vips = parts
         .into_iter()
-        .map(|(ip, v)| {
-            let nodes: BTreeMap<String, BTreeSet<String>> = v
-                .nodes
-                .into_iter()
-                .map(|(n, ifaces)| (n, ifaces.unwrap_or_default()))
-                .collect();
-            let services = v.services.into_iter().collect();
-            let pools = v.pools.into_iter().collect();
-            let mut probes = v.probes;
-            probes.retain(|node, _| nodes.contains_key(node));
-            (
-                ip,
-                VipPlan {
-                    services,
-                    pools,
-                    nodes,
-                    probes,
-                },
-            )
-        })
+        .map(|(ip, parts)| (ip, vip_plan(&parts, &mut interner)))
         .collect();
-    Plan { vips, issues }
+    Plan {
+        vips,
+        issues: tidy(issues),
+    }
 }
 
 /// A bad entry is reported and left out; the rest of the pool still works.
-fn parse_pools<'a>(pools: &'a [IPAddressPool], issues: &mut Vec<Issue>) -> Vec<Pool<'a>> {
+fn parse_pools<'a>(
+    pools: impl IntoIterator<Item = &'a IPAddressPool>,
+    issues: &mut Vec<Issue>,
+) -> Vec<Pool> {
     let mut out = Vec::new();
     for pool in pools {
         let Some((namespace, name)) = ns_name(&pool.metadata) else {
@@ -315,9 +430,9 @@ fn parse_pools<'a>(pools: &'a [IPAddressPool], issues: &mut Vec<Issue>) -> Vec<P
             }
         }
         out.push(Pool {
-            namespace,
-            name,
-            labels: labels(&pool.metadata),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            labels: labels(&pool.metadata).clone(),
             ranges,
             grants: Vec::new(),
         });
@@ -337,7 +452,7 @@ fn report_overlaps(pools: &[Pool], issues: &mut Vec<Issue>) {
             if overlap {
                 for (this, other) in [(a, b), (b, a)] {
                     issues.push(Issue {
-                        object: ObjectRef::new("IPAddressPool", this.namespace, this.name),
+                        object: ObjectRef::new("IPAddressPool", &this.namespace, &this.name),
                         message: format!("overlaps IPAddressPool {}", other.key()),
                     });
                 }
@@ -362,8 +477,8 @@ pub(crate) fn node_may_announce(node: &Node) -> bool {
 }
 
 /// Every address a Node reports, with the Node's name.
-fn node_addresses(nodes: &[Node]) -> BTreeMap<IpAddr, &str> {
-    let mut out = BTreeMap::new();
+fn node_addresses<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> BTreeMap<IpAddr, String> {
+    let mut out: BTreeMap<IpAddr, String> = BTreeMap::new();
     for node in nodes {
         let Some(name) = node.metadata.name.as_deref() else {
             continue;
@@ -373,7 +488,14 @@ fn node_addresses(nodes: &[Node]) -> BTreeMap<IpAddr, &str> {
             .iter()
             .flat_map(|s| s.addresses.iter().flatten());
         for ip in listed.filter_map(|a| a.address.parse::<IpAddr>().ok()) {
-            out.insert(ip, name);
+            // Two Nodes claiming one address: the first by name, so the
+            // plan does not depend on the order the Nodes are listed in.
+            match out.get(&ip) {
+                Some(have) if have.as_str() <= name => {}
+                _ => {
+                    out.insert(ip, name.to_owned());
+                }
+            }
         }
     }
     out
@@ -440,7 +562,7 @@ fn apply_advertisement(
     for wanted in names {
         if !pools
             .iter()
-            .any(|p| p.namespace == namespace && p.name == wanted)
+            .any(|p| p.namespace == namespace && p.name == *wanted)
         {
             report(format!("unknown IPAddressPool {wanted}"));
         }
@@ -459,8 +581,8 @@ fn apply_advertisement(
     for pool in pools.iter_mut().filter(|p| p.namespace == namespace) {
         // An absent selector list parses as "all"; here it must add nothing.
         let selected = all_pools
-            || names.iter().any(|n| n == pool.name)
-            || (!pool_selectors.is_empty() && by_labels.matches(pool.labels));
+            || names.iter().any(|n| *n == pool.name)
+            || (!pool_selectors.is_empty() && by_labels.matches(&pool.labels));
         if selected {
             selects_any = true;
             pool.grants.push(Grant {
@@ -477,8 +599,6 @@ fn apply_advertisement(
 /// A LoadBalancer Service of ours, with its valid VIPs.
 struct Announced<'a> {
     object: ObjectRef,
-    namespace: &'a str,
-    name: &'a str,
     labels: &'a BTreeMap<String, String>,
     local: bool,
     /// Not turned off for the local endpoint probe.
@@ -520,8 +640,6 @@ fn announced_service<'a>(
         .is_none_or(|v| v != "off");
     Some(Announced {
         object,
-        namespace,
-        name,
         labels: labels(&svc.metadata),
         local,
         probe,
@@ -545,17 +663,30 @@ impl Allowed<'_> {
 }
 
 /// The EndpointSlices of `svc`: those its label names, in its namespace.
-fn service_slices<'a>(slices: &'a [EndpointSlice], svc: &Announced) -> Vec<&'a EndpointSlice> {
+fn service_slices<'a>(slices: &'a [EndpointSlice], svc: &Service) -> Vec<&'a EndpointSlice> {
+    let Some(key) = service_key(svc) else {
+        return Vec::new();
+    };
     slices
         .iter()
-        .filter(|s| {
-            s.metadata.namespace.as_deref().unwrap_or_default() == svc.namespace
-                && labels(&s.metadata)
-                    .get(SERVICE_NAME_LABEL)
-                    .map(String::as_str)
-                    == Some(svc.name)
-        })
+        .filter(|s| slice_service(s).as_ref() == Some(&key))
         .collect()
+}
+
+/// A Service's namespace and name.
+pub(crate) type ServiceKey = (String, String);
+
+pub(crate) fn service_key(svc: &Service) -> Option<ServiceKey> {
+    let (ns, name) = ns_name(&svc.metadata)?;
+    Some((ns.to_owned(), name.to_owned()))
+}
+
+/// The Service an EndpointSlice belongs to: the one its label names, in
+/// its namespace.
+pub(crate) fn slice_service(slice: &EndpointSlice) -> Option<ServiceKey> {
+    let name = labels(&slice.metadata).get(SERVICE_NAME_LABEL)?;
+    let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
+    Some((ns.to_owned(), name.clone()))
 }
 
 /// `Local`: the nodes with a ready endpoint. `Cluster`: every node, once

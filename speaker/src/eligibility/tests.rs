@@ -115,10 +115,12 @@ pub(super) fn ip(s: &str) -> IpAddr {
 }
 
 /// Expected `VipPlan::nodes`: node → interfaces (empty = default).
-fn nodes(list: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
-    list.iter()
+fn nodes(list: &[(&str, &[&str])]) -> Nodes {
+    let map: BTreeMap<String, BTreeSet<String>> = list
+        .iter()
         .map(|(n, ifs)| (n.to_string(), ifs.iter().map(|s| s.to_string()).collect()))
-        .collect()
+        .collect();
+    std::sync::Arc::new(map)
 }
 
 fn issue(kind: &'static str, namespace: &str, name: &str, message: &str) -> Issue {
@@ -1146,4 +1148,237 @@ fn plan_does_not_depend_on_object_order() {
     assert_eq!(plan(&s, &classless()), forward);
     assert_eq!(forward.vips.len(), 3);
     assert_eq!(forward.issues.len(), 6, "{:#?}", forward.issues);
+}
+
+// The incremental plan (cluster.rs) against the whole one.
+
+/// A small deterministic generator (xorshift), so a failing seed replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+        &from[self.below(from.len())]
+    }
+}
+
+/// One random object of a random kind, or its removal.
+fn random_change(rng: &mut Rng) -> (cluster::Change, Box<dyn FnOnce(&mut Snapshot)>) {
+    use cluster::Change;
+    let names = ["a", "b", "c", "d"];
+    let name = rng.pick(&names).to_string();
+    let gone = rng.below(5) == 0;
+    let ips = [
+        "198.18.0.1",
+        "198.18.0.2",
+        "198.18.0.9",
+        "2001:db8::1",
+        "203.0.113.1",
+        "198.18.0.0",
+    ];
+    let key = |ns: &str, n: &str| (ns.to_owned(), n.to_owned());
+    fn upsert<T: Clone + 'static>(
+        list: fn(&mut Snapshot) -> &mut Vec<T>,
+        same: impl Fn(&T) -> bool + 'static,
+        obj: Option<T>,
+    ) -> Box<dyn FnOnce(&mut Snapshot)> {
+        Box::new(move |s| {
+            let l = list(s);
+            l.retain(|o| !same(o));
+            l.extend(obj);
+        })
+    }
+    let named = |n: String| move |m: &ObjectMeta| m.name.as_deref() == Some(n.as_str());
+    match rng.below(5) {
+        0 => {
+            let ips = [*rng.pick(&ips), *rng.pick(&ips)];
+            let spec = match rng.below(4) {
+                0 => json!({"externalTrafficPolicy": "Local"}),
+                1 => json!({"type": "ClusterIP"}),
+                2 => json!({"loadBalancerClass": "other"}),
+                _ => json!({}),
+            };
+            let mut svc = service(&name, &ips[..1 + rng.below(2)], spec);
+            if rng.below(3) == 0 {
+                svc.metadata.labels = Some(BTreeMap::from([("tier".into(), "web".into())]));
+            }
+            let obj = (!gone).then_some(svc);
+            let slim = obj.as_ref().and_then(|s| slim::service(s, &classless()));
+            let same = named(name.clone());
+            (
+                Change::Service(key("default", &name), slim),
+                upsert(
+                    |s| &mut s.services,
+                    move |o: &Service| same(&o.metadata),
+                    obj,
+                ),
+            )
+        }
+        1 => {
+            let endpoints: Vec<(Option<&str>, Option<bool>)> = (0..rng.below(3))
+                .map(|_| {
+                    let ready = [Some(true), Some(false), None];
+                    (Some(*rng.pick(&names)), *rng.pick(&ready))
+                })
+                .collect();
+            let obj = (!gone).then(|| slice(&name, &endpoints));
+            let slice_name = format!("{name}-abcde");
+            let slim = obj.as_ref().map(slim::slice);
+            let same = named(slice_name.clone());
+            (
+                Change::Slice(key("default", &slice_name), slim),
+                upsert(
+                    |s| &mut s.endpoint_slices,
+                    move |o: &EndpointSlice| same(&o.metadata),
+                    obj,
+                ),
+            )
+        }
+        2 => {
+            let role = *rng.pick(&["front", "back"]);
+            let ready = *rng.pick(&["True", "False"]);
+            let mut n = node_with(
+                &name,
+                json!({"node-role": role}),
+                json!([{"type": "Ready", "status": ready}]),
+            );
+            if rng.below(4) == 0 {
+                n.status.get_or_insert_default().addresses = Some(vec![from(
+                    json!({"type": "InternalIP", "address": "198.18.0.2"}),
+                )]);
+            }
+            let obj = (!gone).then_some(n);
+            let slim = obj.as_ref().map(slim::node);
+            let same = named(name.clone());
+            (
+                Change::Node(key("", &name), slim),
+                upsert(|s| &mut s.nodes, move |o: &Node| same(&o.metadata), obj),
+            )
+        }
+        3 => {
+            let name = rng.pick(&["p1", "p2"]).to_string();
+            let ranges: [&[&str]; 4] = [
+                &["198.18.0.0/28"],
+                &["198.18.0.8/29", "bad"],
+                &["2001:db8::/120"],
+                &["198.18.0.1-198.18.0.2"],
+            ];
+            let addresses = *rng.pick(&ranges);
+            let obj = (!gone).then(|| pool(&name, addresses));
+            let same = named(name.clone());
+            (
+                Change::Pool(key(SYSTEM, &name), obj.clone()),
+                upsert(
+                    |s| &mut s.pools,
+                    move |o: &IPAddressPool| same(&o.metadata),
+                    obj,
+                ),
+            )
+        }
+        _ => {
+            let name = rng.pick(&["l1", "l2"]).to_string();
+            let specs = [
+                json!({}),
+                json!({"nodeSelectors": [{"matchLabels": {"node-role": "front"}}]}),
+                json!({"interfaces": ["eth1"], "ipAddressPools": ["p2"]}),
+                json!({"serviceSelectors": [{"matchLabels": {"tier": "web"}}]}),
+            ];
+            let obj = (!gone).then(|| advertisement(&name, rng.pick(&specs).clone()));
+            let same = named(name.clone());
+            (
+                Change::Advertisement(key(SYSTEM, &name), obj.clone()),
+                upsert(
+                    |s| &mut s.advertisements,
+                    move |o: &L2Advertisement| same(&o.metadata),
+                    obj,
+                ),
+            )
+        }
+    }
+}
+
+#[test]
+fn the_plan_kept_change_by_change_is_the_plan_computed_whole() {
+    for seed in 1..=200u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut snapshot = Snapshot::default();
+        let mut kept = cluster::Cluster::new(classless());
+        // The plan as the deltas describe it, starting from nothing.
+        let mut told: BTreeMap<IpAddr, VipPlan> = BTreeMap::new();
+        let mut issues = Vec::new();
+        for kind in cluster::Kind::ALL {
+            kept.apply(cluster::Change::Listed(kind));
+        }
+        for step in 0..60 {
+            // A few changes at a time, as the agent drains its queue.
+            for _ in 0..1 + rng.below(3) {
+                let (change, apply) = random_change(&mut rng);
+                kept.apply(change);
+                apply(&mut snapshot);
+            }
+            let delta = kept.update();
+            for (ip, vip) in delta.vips {
+                match vip {
+                    Some(v) => told.insert(ip, v),
+                    None => told.remove(&ip),
+                };
+            }
+            if let Some(i) = delta.issues {
+                issues = i;
+            }
+            let whole = plan(&snapshot, &classless());
+            assert_eq!(kept.plan(), &whole, "seed {seed}, step {step}");
+            assert_eq!(told, whole.vips, "seed {seed}, step {step}");
+            assert_eq!(issues, whole.issues, "seed {seed}, step {step}");
+        }
+    }
+}
+
+#[test]
+fn a_slice_of_a_service_that_is_not_ours_changes_nothing() {
+    let mut kept = cluster::Cluster::new(classless());
+    for kind in cluster::Kind::ALL {
+        kept.apply(cluster::Change::Listed(kind));
+    }
+    let s = cluster();
+    let key = |ns: &str, n: &str| (ns.to_owned(), n.to_owned());
+    for n in &s.nodes {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        kept.apply(cluster::Change::Node(key("", &name), Some(slim::node(n))));
+    }
+    kept.apply(cluster::Change::Pool(
+        key(SYSTEM, "front"),
+        Some(s.pools[0].clone()),
+    ));
+    kept.apply(cluster::Change::Advertisement(
+        key(SYSTEM, "l2"),
+        Some(s.advertisements[0].clone()),
+    ));
+    let web = lb("web", &["198.18.0.1"]);
+    kept.apply(cluster::Change::Service(
+        key("default", "web"),
+        slim::service(&web, &classless()),
+    ));
+    kept.apply(cluster::Change::Slice(
+        key("default", "web-abcde"),
+        Some(slim::slice(&ready_on("web", &["a"]))),
+    ));
+    assert_eq!(kept.update().vips.len(), 1);
+    let other = slim::slice(&ready_on("other", &["b"]));
+    kept.apply(cluster::Change::Slice(
+        key("default", "other-abcde"),
+        Some(other),
+    ));
+    assert!(kept.update().is_empty());
+    // A Node heartbeat: the slim Node is the same.
+    let mut a = s.nodes[0].clone();
+    a.metadata.resource_version = Some("999".into());
+    kept.apply(cluster::Change::Node(key("", "a"), Some(slim::node(&a))));
+    assert!(kept.update().is_empty());
 }

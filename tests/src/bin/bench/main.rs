@@ -1,11 +1,12 @@
 //! `cargo xtask bench`: every benchmark of the project in one run, written
-//! to BENCHMARKS.md. `--only xdp|failover|http|api|controller` runs one part
+//! to BENCHMARKS.md. `--only xdp|failover|http|api|controller|scale` runs one part
 //! and replaces only that part of the file.
 
 mod api;
 mod controller;
 mod failover;
 mod http;
+mod scale;
 mod xdp;
 
 use std::{fmt::Write as _, path::PathBuf};
@@ -13,7 +14,7 @@ use std::{fmt::Write as _, path::PathBuf};
 use anyhow::{Context as _, Result};
 
 /// The parts, in the order the file shows them.
-const PARTS: [&str; 5] = ["xdp", "failover", "http", "api", "controller"];
+const PARTS: [&str; 6] = ["xdp", "failover", "http", "api", "controller", "scale"];
 /// Opens each part in the file, so a part rerun alone replaces only its own.
 const MARK: &str = "<!-- bench part: ";
 
@@ -51,6 +52,7 @@ fn main() -> Result<()> {
             "failover" => failover::run(&mut text)?,
             "http" => http::run(&mut text)?,
             "api" => api::run(&mut text)?,
+            "scale" => scale::run(&mut text)?,
             _ => controller::run(&mut text)?,
         }
         md.push_str(&text);
