@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::{
     election::Event,
-    eligibility::{ObjectRef, Plan},
+    eligibility::{Issue, Nodes, ObjectRef, Plan, VipPlan},
     netdev::{Interface, Link, fmt_mac},
 };
 
@@ -28,7 +28,7 @@ pub struct Local {
     /// Carrier per interface index, as last polled.
     carriers: BTreeMap<u32, bool>,
     /// The eligibility last given to the election, per VIP.
-    told: BTreeMap<IpAddr, (bool, Vec<String>)>,
+    told: BTreeMap<IpAddr, (bool, Nodes)>,
     /// VIPs this node failed to answer for, and until when it does not
     /// contend for them again.
     failed: BTreeMap<IpAddr, Instant>,
@@ -76,8 +76,29 @@ impl Local {
         self.failed.len() != before
     }
 
-    pub fn set_plan(&mut self, plan: Plan) {
-        self.plan = plan;
+    /// Takes the plan's changes in (`None`: a VIP no longer planned);
+    /// true when what the local probe checks changed with them.
+    pub fn update_plan(&mut self, changed: Vec<(IpAddr, Option<VipPlan>)>) -> bool {
+        let mut probes = false;
+        for (vip, new) in changed {
+            let before = self
+                .plan
+                .vips
+                .get(&vip)
+                .and_then(|p| p.probes.get(&self.node));
+            let after = new.as_ref().and_then(|p| p.probes.get(&self.node));
+            probes |= before != after;
+            match new {
+                Some(p) => self.plan.vips.insert(vip, p),
+                None => self.plan.vips.remove(&vip),
+            };
+        }
+        probes
+    }
+
+    /// The issues of the plan, as last updated.
+    pub fn set_issues(&mut self, issues: Vec<Issue>) {
+        self.plan.issues = issues;
     }
 
     /// What the local endpoint probe checks here, per VIP.
@@ -148,15 +169,20 @@ impl Local {
         let mut vips: BTreeSet<IpAddr> = self.plan.vips.keys().copied().collect();
         vips.extend(extra);
         vips.extend(self.told.keys().copied());
+        self.eligibility_of(vips)
+    }
+
+    /// The same for `vips` only: those a plan change touched.
+    pub fn eligibility_of(&mut self, vips: impl IntoIterator<Item = IpAddr>) -> Vec<Event> {
         let mut out = Vec::new();
         for vip in vips {
-            let candidates: Vec<String> = self
+            let candidates = self
                 .plan
                 .vips
                 .get(&vip)
-                .map(|p| p.nodes.keys().cloned().collect())
+                .map(|p| p.nodes.clone())
                 .unwrap_or_default();
-            let planned = candidates.contains(&self.node);
+            let planned = candidates.contains_key(&self.node);
             let links = if planned { self.links(vip) } else { Vec::new() };
             let up = links
                 .iter()
@@ -166,7 +192,13 @@ impl Local {
             if self.told.get(&vip) == Some(&now) {
                 continue;
             }
-            self.told.insert(vip, now.clone());
+            // Told once that it may not, a VIP gone from the plan is
+            // forgotten.
+            if !now.0 && now.1.is_empty() && !self.plan.vips.contains_key(&vip) {
+                self.told.remove(&vip);
+            } else {
+                self.told.insert(vip, now.clone());
+            }
             out.push(Event::Eligibility {
                 vip,
                 eligible: now.0,
@@ -221,7 +253,6 @@ pub fn same_links(a: &[Link], b: &[Link]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eligibility::VipPlan;
 
     fn local_with(vip: IpAddr) -> Local {
         let link = Link {
@@ -242,7 +273,7 @@ mod tests {
                 ..VipPlan::default()
             },
         );
-        local.set_plan(plan);
+        local.update_plan(plan.vips.into_iter().map(|(ip, p)| (ip, Some(p))).collect());
         local
     }
 

@@ -32,14 +32,13 @@ use crate::{
     config::AgentConfig,
     dataplane::{Dataplane, DataplaneError, PinLock, error_chain, now_ns},
     election::{Action, Election, Event, Mono},
-    eligibility,
+    eligibility::cluster::{Change, Cluster, Delta},
     k8s::{
         self,
         events::{Events, Reported},
         l2status::{self, L2Statuses},
         leases::{LeaseError, Leases},
-        preflight,
-        watch::{self, ClusterStores},
+        preflight, watch,
     },
     metrics::{self, Metrics},
     netdev::fmt_mac,
@@ -53,6 +52,13 @@ use requests::Requests;
 const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Local probe results waiting for the loop, at most.
 const PROBE_RESULTS: usize = 1024;
+/// Election events (Lease watch events, requests' results, peers'
+/// messages) waiting for the loop, at most: a full queue holds the watch
+/// back and drops peers' datagrams (which are asked again).
+const EVENTS: usize = 4096;
+/// Cluster changes taken in at once before the plan is updated: a burst
+/// costs one update, and the loop still gets to its timers.
+const CHANGE_BATCH: usize = 256;
 /// How often the map is compared with what the election says we own.
 const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 /// How often interface carriers are checked.
@@ -75,8 +81,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     preflight::check(&client, &needs).await?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let (mut agent, stores, mut rx) = start(&cfg, client).await?;
-    let mut changed = stores.changed.clone();
+    let (mut agent, mut rx) = start(&cfg, client.clone()).await?;
+    let (changes_tx, mut changes) = mpsc::channel(watch::CHANGES);
+    watch::cluster(&client, &cfg.config_namespace, &cfg.settings, changes_tx);
+    let mut cluster = Cluster::new(cfg.settings.clone());
+    let mut planned = false;
     let mut repair = tokio::time::interval(REPAIR_INTERVAL);
     let mut carrier = tokio::time::interval(CARRIER_INTERVAL);
     let mut stop_by: Option<Instant> = None;
@@ -96,7 +105,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             .min(agent.answer.next_announcement().unwrap_or(far()));
         let woke = tokio::select! {
             Some(ev) = rx.recv() => Wake::Event(ev),
-            Ok(()) = changed.changed() => Wake::Cluster,
+            Some(change) = changes.recv() => Wake::Cluster(change),
             _ = carrier.tick() => Wake::Carrier,
             _ = repair.tick() => Wake::Repair,
             _ = probe_tick.tick(), if probing => Wake::ProbeRound,
@@ -111,11 +120,23 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         let mut events = Vec::new();
         match woke {
             Wake::Event(ev) => events.push(ev),
-            Wake::Cluster => {
-                if stores.ready() {
-                    let snapshot = stores.snapshot();
-                    agent.locate_peers(&snapshot.nodes);
-                    events.extend(agent.replan(eligibility::plan(&snapshot, &cfg.settings)));
+            Wake::Cluster(change) => {
+                cluster.apply(change);
+                for _ in 1..CHANGE_BATCH {
+                    match changes.try_recv() {
+                        Ok(change) => cluster.apply(change),
+                        Err(_) => break,
+                    }
+                }
+                let delta = cluster.update();
+                if delta.nodes {
+                    agent.locate_peers(cluster.nodes());
+                }
+                // The first plan is told even when empty: until then the
+                // election releases nothing (`awaiting_plan`).
+                if cluster.ready() && (!planned || !delta.is_empty()) {
+                    planned = true;
+                    events.extend(agent.replan(delta));
                 }
             }
             Wake::Carrier => {
@@ -143,9 +164,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             }
             Wake::Sigterm => {
                 let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
-                let node = stores.node(&cfg.node);
+                let node = cluster.node(&cfg.node);
                 stop_by = Some(Instant::now() + STOP_GRACE);
-                let keep = stop::keeps(cfg.on_sigterm, in_cluster, node.as_deref());
+                let keep = stop::keeps(cfg.on_sigterm, in_cluster, node);
                 if keep && !agent.answer.keepable() {
                     warn!(
                         "the XDP links cannot be pinned here: handing VIPs over instead of keeping them"
@@ -198,10 +219,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 
 /// Loads and attaches the data plane, starts the watches, and puts the
 /// agent together.
-async fn start(
-    cfg: &AgentConfig,
-    client: kube::Client,
-) -> Result<(Agent, ClusterStores, mpsc::UnboundedReceiver<Event>)> {
+async fn start(cfg: &AgentConfig, client: kube::Client) -> Result<(Agent, mpsc::Receiver<Event>)> {
     let instance = k8s::instance_id();
     let leases = Leases::new(
         client.clone(),
@@ -264,8 +282,7 @@ async fn start(
     for link in &cfg.default_links {
         answer.attach(&link.iface)?;
     }
-    let stores = ClusterStores::start(&client, &cfg.config_namespace);
-    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let (tx, rx) = mpsc::channel::<Event>(EVENTS);
     watch::leases(&client, &cfg.namespace, tx.clone());
     let peers = match cfg.peer_addr {
         Some(addr) => {
@@ -305,7 +322,7 @@ async fn start(
         metrics::update(&agent.metrics, |m| m.adopted = adopted.len() as u64);
         agent.handle(Event::Adopted { vips: adopted });
     }
-    Ok((agent, stores, rx))
+    Ok((agent, rx))
 }
 
 /// Takes this node's lease for this process, retrying while the API cannot
@@ -338,11 +355,12 @@ async fn acquire_node_lease(
 }
 
 /// What woke the agent's loop.
+#[allow(clippy::large_enum_variant)] // one at a time, on the stack
 enum Wake {
     /// A Lease event, a request's result, or the election's timer.
     Event(Event),
     /// A watched object changed.
-    Cluster,
+    Cluster(Change),
     Carrier,
     Repair,
     ProbeRound,
@@ -358,7 +376,7 @@ impl Wake {
         match self {
             Wake::Event(Event::Tick) => "timer",
             Wake::Event(_) => "lease",
-            Wake::Cluster => "cluster",
+            Wake::Cluster(_) => "cluster",
             Wake::Carrier => "carrier",
             Wake::Repair => "repair",
             Wake::ProbeRound | Wake::Probed(..) => "probe",
@@ -498,10 +516,12 @@ impl Agent {
 
     /// Where each peer is reached: its Node's InternalIP (else its first
     /// address).
-    fn locate_peers(&mut self, nodes: &[k8s_openapi::api::core::v1::Node]) {
+    fn locate_peers<'a>(
+        &mut self,
+        nodes: impl Iterator<Item = &'a k8s_openapi::api::core::v1::Node>,
+    ) {
         let Some(peers) = &mut self.peers else { return };
         let addrs = nodes
-            .iter()
             .filter_map(|n| {
                 let name = n.metadata.name.clone()?;
                 let addrs = n.status.as_ref()?.addresses.as_ref()?;
@@ -534,8 +554,16 @@ impl Agent {
     /// interface re-created or given a new MAC) onto their links as they
     /// are now, announcing them there.
     fn relink(&mut self) {
-        let owned: Vec<(IpAddr, Mono)> = self.election.owned().collect();
-        for (vip, expires) in owned {
+        let owned: Vec<IpAddr> = self.election.owned().map(|(vip, _)| vip).collect();
+        self.relink_some(owned);
+    }
+
+    /// The same, for `vips` only (those a plan change touched).
+    fn relink_some(&mut self, vips: impl IntoIterator<Item = IpAddr>) {
+        for vip in vips {
+            let Some(expires) = self.election.expires(&vip) else {
+                continue;
+            };
             let want = self.local.links(vip);
             if !self
                 .answer
@@ -548,16 +576,23 @@ impl Agent {
         }
     }
 
-    /// A new plan: its problems reported, owned VIPs moved to changed
-    /// links, eligibility updated.
-    fn replan(&mut self, plan: eligibility::Plan) -> Vec<Event> {
-        self.events.problems(&plan.issues, &mut self.reported);
-        self.local.set_plan(plan);
-        self.l2status_stale = true;
-        self.health.set_targets(self.local.probe_targets());
-        self.local.set_unhealthy(self.health.down());
-        self.relink();
-        let mut events = self.eligibility();
+    /// A plan change: its problems reported, owned VIPs moved to changed
+    /// links, eligibility updated, all for the VIPs it touched only.
+    fn replan(&mut self, delta: Delta) -> Vec<Event> {
+        if let Some(issues) = delta.issues {
+            self.events.problems(&issues, &mut self.reported);
+            self.local.set_issues(issues);
+        }
+        let touched: Vec<IpAddr> = delta.vips.iter().map(|(vip, _)| *vip).collect();
+        if self.local.update_plan(delta.vips) {
+            self.health.set_targets(self.local.probe_targets());
+            self.local.set_unhealthy(self.health.down());
+        }
+        if !touched.is_empty() {
+            self.l2status_stale = true;
+        }
+        self.relink_some(touched.iter().copied());
+        let mut events = self.local.eligibility_of(touched);
         events.push(Event::Planned);
         events
     }

@@ -94,7 +94,7 @@ impl Peers {
         key: &[u8],
         node: &str,
         instance: &str,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::Sender<Event>,
         metrics: Arc<Mutex<Metrics>>,
     ) -> Result<Self> {
         let socket = Arc::new(
@@ -190,7 +190,7 @@ impl Peers {
         }
     }
 
-    fn receive(&self, events: mpsc::UnboundedSender<Event>) {
+    fn receive(&self, events: mpsc::Sender<Event>) {
         let socket = self.socket.clone();
         let key = self.key.clone();
         let (node, instance) = (self.node.clone(), self.instance.clone());
@@ -217,8 +217,14 @@ impl Peers {
                 let Some(ev) = to_event(wire, &instance, &asked) else {
                     continue;
                 };
-                if events.send(ev).is_err() {
-                    return;
+                // A full queue drops the message, as the network may:
+                // holds and fences are asked again.
+                match events.try_send(ev) {
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        debug!("event queue full; a peer message was dropped");
+                    }
+                    Ok(()) => {}
                 }
             }
         });

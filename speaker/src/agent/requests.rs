@@ -27,7 +27,7 @@ const MAX_RECORD_WRITES: usize = 16;
 
 pub struct Requests {
     leases: Leases,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     writes: Arc<Semaphore>,
     metrics: Arc<Mutex<Metrics>>,
     /// Past this a request counts as failed (it may still apply).
@@ -39,7 +39,7 @@ pub struct Requests {
 impl Requests {
     pub fn new(
         leases: Leases,
-        events: mpsc::UnboundedSender<Event>,
+        events: mpsc::Sender<Event>,
         metrics: Arc<Mutex<Metrics>>,
         timeout: Duration,
     ) -> Self {
@@ -106,11 +106,13 @@ impl Requests {
                 }
                 m.renewal_seconds.observe(took.as_secs_f64());
             });
-            let _ = events.send(Event::RenewDone {
-                req,
-                sent_at,
-                outcome,
-            });
+            let _ = events
+                .send(Event::RenewDone {
+                    req,
+                    sent_at,
+                    outcome,
+                })
+                .await;
         });
     }
 
@@ -126,13 +128,15 @@ impl Requests {
                 Some((rv, w, r)) => (Some(rv), w, r),
                 None => (None, Vec::new(), None),
             };
-            let _ = events.send(Event::NodeLeaseRead {
-                req,
-                rv,
-                witnesses,
-                restart_hold,
-                ok,
-            });
+            let _ = events
+                .send(Event::NodeLeaseRead {
+                    req,
+                    rv,
+                    witnesses,
+                    restart_hold,
+                    ok,
+                })
+                .await;
         });
     }
 
@@ -144,7 +148,7 @@ impl Requests {
                 Ok(Ok(record)) => (record, true),
                 _ => (None, false),
             };
-            let _ = events.send(Event::RecordRead { vip, record, ok });
+            let _ = events.send(Event::RecordRead { vip, record, ok }).await;
         });
     }
 
@@ -160,27 +164,26 @@ impl Requests {
         let (leases, events, metrics, limit) = self.handles();
         let writes = self.writes.clone();
         tokio::spawn(async move {
-            let _permit = writes.acquire().await;
-            let outcome = timeout(limit, leases.write_record(vip, expect, holder, term))
-                .await
-                .unwrap_or(WriteOutcome::Failed);
+            // The timeout runs from when the election asked, waiting for
+            // a permit included: the election timed its claim from then,
+            // and a write still queued after a timeout's worth of a mass
+            // takeover fails unsent and is retried, instead of leaving
+            // the VIP claiming for as long as the queue takes.
+            let write = async {
+                let _permit = writes.acquire().await;
+                leases.write_record(vip, expect, holder, term).await
+            };
+            let outcome = timeout(limit, write).await.unwrap_or(WriteOutcome::Failed);
             metrics::update(&metrics, |m| match outcome {
                 WriteOutcome::Written(_) => m.record_writes_ok += 1,
                 WriteOutcome::Conflict => m.record_conflicts += 1,
                 WriteOutcome::Failed => m.record_writes_failed += 1,
             });
-            let _ = events.send(Event::WriteDone { req, outcome });
+            let _ = events.send(Event::WriteDone { req, outcome }).await;
         });
     }
 
-    fn handles(
-        &self,
-    ) -> (
-        Leases,
-        mpsc::UnboundedSender<Event>,
-        Arc<Mutex<Metrics>>,
-        Duration,
-    ) {
+    fn handles(&self) -> (Leases, mpsc::Sender<Event>, Arc<Mutex<Metrics>>, Duration) {
         (
             self.leases.clone(),
             self.events.clone(),

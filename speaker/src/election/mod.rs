@@ -28,10 +28,28 @@ mod sim;
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
+    sync::Arc,
     time::Duration,
 };
 
 use thiserror::Error;
+
+/// The nodes that may announce a VIP, as the plan gives them (keys; the
+/// election does not read the interfaces). Shared between VIPs and with
+/// the plan, so telling a thousand VIPs about a thousand nodes copies
+/// nothing.
+pub type Candidates = crate::eligibility::Nodes;
+
+/// Candidates by name, for tests and the simulation.
+#[cfg(test)]
+pub(crate) fn candidates<S: AsRef<str>>(names: &[S]) -> Candidates {
+    Arc::new(
+        names
+            .iter()
+            .map(|n| (n.as_ref().to_string(), BTreeSet::new()))
+            .collect(),
+    )
+}
 
 /// A node's CLOCK_BOOTTIME in nanoseconds: the clock data-plane expiries
 /// are written in.
@@ -293,7 +311,7 @@ pub enum Event {
     Eligibility {
         vip: IpAddr,
         eligible: bool,
-        candidates: Vec<String>,
+        candidates: Candidates,
     },
     /// Stop: hand every VIP over.
     Shutdown,
@@ -470,7 +488,7 @@ struct Vip {
     /// older watch events meanwhile predate it.
     unseen_write: Option<String>,
     eligible: bool,
-    candidates: Vec<String>,
+    candidates: Candidates,
     state: VipState,
     /// When the VIP was first seen free (released or without a record).
     free_since: Option<Mono>,
@@ -485,7 +503,7 @@ impl Vip {
             newest: None,
             unseen_write: None,
             eligible: false,
-            candidates: Vec::new(),
+            candidates: Candidates::default(),
             state: VipState::Following,
             free_since: None,
             retry_at: 0,
@@ -655,6 +673,14 @@ impl Election {
         &self.me
     }
 
+    /// When our entry for `vip` expires, if we answer for it.
+    pub fn expires(&self, vip: &IpAddr) -> Option<Mono> {
+        match self.vips.get(vip)?.state {
+            VipState::Owning { expires, .. } | VipState::Adopted { expires } => Some(expires),
+            _ => None,
+        }
+    }
+
     /// The VIPs this node answers for, with their entries' expiry.
     pub fn owned(&self) -> impl Iterator<Item = (IpAddr, Mono)> + '_ {
         self.vips.iter().filter_map(|(vip, v)| match v.state {
@@ -759,7 +785,10 @@ impl Election {
                 witnesses,
                 restart_hold,
             } => {
-                if node != self.me {
+                if node != self.me && rv.is_none() && !self.referenced(&node) {
+                    // A node gone that nothing here names: forgotten.
+                    self.peers.remove(&node);
+                } else if node != self.me {
                     self.holds.lease_seen(&node, &rv);
                     let seen = self.peers.entry(node).or_insert(Seen::first(now));
                     if seen.rv != rv {
@@ -818,15 +847,16 @@ impl Election {
                 self.holds.fence_answered(now, req, remaining);
             }
             Event::Record { vip, record } => {
-                self.vips
-                    .entry(vip)
-                    .or_insert_with(Vip::new)
-                    .watched(record);
+                let v = self.vips.entry(vip).or_insert_with(Vip::new);
+                v.watched(record);
+                self.know_holder(now, vip);
+                self.forget_if_idle(vip);
             }
             Event::RecordRead { vip, record, ok } => {
                 if ok && let Some(v) = self.vips.get_mut(&vip) {
                     v.unseen_write = None;
                     v.observe(record);
+                    self.know_holder(now, vip);
                 }
             }
             Event::RecordsSynced => {
@@ -849,7 +879,18 @@ impl Election {
             } => {
                 let v = self.vips.entry(vip).or_insert_with(Vip::new);
                 v.eligible = eligible;
-                v.candidates = candidates;
+                if !Arc::ptr_eq(&v.candidates, &candidates) {
+                    // Timed from now if we never saw their leases (see
+                    // `peer_live`): known once, when they become
+                    // candidates, not looked for at every event.
+                    for node in candidates.keys().filter(|n| **n != self.me) {
+                        if !self.peers.contains_key(node) {
+                            self.peers.insert(node.clone(), Seen::first(now));
+                        }
+                    }
+                    v.candidates = candidates;
+                }
+                self.forget_if_idle(vip);
             }
             Event::Shutdown => self.shutting_down = true,
             Event::Restarting => {
@@ -1274,24 +1315,43 @@ impl Election {
         }
     }
 
+    /// A holder we never saw a lease for is timed from when we first saw
+    /// it hold, so its deadline does not move with every event.
+    fn know_holder(&mut self, now: Mono, vip: IpAddr) {
+        let Some(holder) = self.vips.get(&vip).and_then(|v| v.holder()) else {
+            return;
+        };
+        if holder != self.me && !self.peers.contains_key(holder) {
+            let holder = holder.to_string();
+            self.peers.insert(holder, Seen::first(now));
+        }
+    }
+
+    /// Drops a VIP nobody holds, nobody may announce and we have nothing
+    /// in flight for: a deleted Service's VIP leaves no state behind once
+    /// its record is gone too.
+    fn forget_if_idle(&mut self, vip: IpAddr) {
+        let idle = self.vips.get(&vip).is_some_and(|v| {
+            v.state == VipState::Following
+                && v.record.is_none()
+                && v.unseen_write.is_none()
+                && !v.eligible
+                && v.candidates.is_empty()
+        });
+        if idle {
+            self.vips.remove(&vip);
+        }
+    }
+
+    /// Whether a VIP names `node` as its holder or a candidate.
+    fn referenced(&self, node: &str) -> bool {
+        self.vips
+            .values()
+            .any(|v| v.holder() == Some(node) || v.candidates.contains_key(node))
+    }
+
     /// Per-VIP decisions. Called after every event.
     fn reconcile(&mut self, now: Mono, out: &mut Vec<Action>) {
-        // A holder we never saw a lease for is timed from when we first
-        // looked, so its deadline does not move with every call.
-        let holders: Vec<String> = self
-            .vips
-            .values()
-            .filter_map(|v| v.holder().map(str::to_string))
-            .chain(
-                self.vips
-                    .values()
-                    .flat_map(|v| v.candidates.iter().cloned()),
-            )
-            .filter(|h| *h != self.me)
-            .collect();
-        for h in holders {
-            self.peers.entry(h).or_insert(Seen::first(now));
-        }
         let ranks = self.ranks(now);
         let vips: Vec<IpAddr> = self.vips.keys().copied().collect();
         for vip in vips {
@@ -1639,7 +1699,7 @@ impl Election {
             }
             let mut order: Vec<&str> = v
                 .candidates
-                .iter()
+                .keys()
                 .map(String::as_str)
                 .filter(|n| Some(*n) != holder || *n == self.me)
                 .filter(|n| v.owner().and_then(|r| r.released_by.as_deref()) != Some(*n))
@@ -1747,7 +1807,7 @@ mod tests {
             Event::Eligibility {
                 vip,
                 eligible: true,
-                candidates: vec!["a".into()],
+                candidates: candidates(&["a"]),
             },
         );
         e.handle(
@@ -1825,7 +1885,7 @@ mod tests {
             Event::Eligibility {
                 vip,
                 eligible: true,
-                candidates: vec!["a".into(), "b".into()],
+                candidates: candidates(&["a", "b"]),
             },
         );
         e
@@ -2006,7 +2066,7 @@ mod tests {
             Event::Eligibility {
                 vip,
                 eligible: true,
-                candidates: vec!["a".into()],
+                candidates: candidates(&["a"]),
             },
         ));
         done.extend(e.handle(150_000_000, Event::Planned));

@@ -20,7 +20,10 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use super::{Action, Election, Event, Mono, OwnLease, Record, RenewOutcome, Timings, WriteOutcome};
+use super::{
+    Action, Candidates, Election, Event, Mono, OwnLease, Record, RenewOutcome, Timings,
+    WriteOutcome, candidates,
+};
 use std::time::Duration;
 
 const MS: u64 = 1_000_000;
@@ -244,12 +247,14 @@ impl World {
         self.events.insert(self.seq, ev);
     }
 
-    fn candidates(&self, vip: IpAddr) -> Vec<String> {
-        self.nodes
+    fn candidates(&self, vip: IpAddr) -> Candidates {
+        let names: Vec<&str> = self
+            .nodes
             .iter()
             .filter(|n| n.eligible[&vip])
-            .map(|n| n.name.clone())
-            .collect()
+            .map(|n| n.name.as_str())
+            .collect();
+        candidates(&names)
     }
 
     /// A change the API made, on every node's watch, in order, late by the

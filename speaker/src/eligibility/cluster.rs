@@ -50,6 +50,9 @@ impl Kind {
 /// One watched object as it is now (`None`: gone, or not ours), or a kind
 /// listed in full.
 #[derive(Debug, Clone)]
+// Moved once, through a queue that allocates as it fills: a box per
+// change would cost more than the slack of the small variants.
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     Service(Key, Option<Service>),
     Slice(Key, Option<EndpointSlice>),

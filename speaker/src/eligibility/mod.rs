@@ -581,7 +581,7 @@ fn apply_advertisement(
     for pool in pools.iter_mut().filter(|p| p.namespace == namespace) {
         // An absent selector list parses as "all"; here it must add nothing.
         let selected = all_pools
-            || names.iter().any(|n| *n == pool.name)
+            || names.contains(&pool.name)
             || (!pool_selectors.is_empty() && by_labels.matches(&pool.labels));
         if selected {
             selects_any = true;

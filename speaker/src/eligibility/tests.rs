@@ -1168,8 +1168,11 @@ impl Rng {
     }
 }
 
+/// The same change, made to a snapshot.
+type SnapshotChange = Box<dyn FnOnce(&mut Snapshot)>;
+
 /// One random object of a random kind, or its removal.
-fn random_change(rng: &mut Rng) -> (cluster::Change, Box<dyn FnOnce(&mut Snapshot)>) {
+fn random_change(rng: &mut Rng) -> (cluster::Change, SnapshotChange) {
     use cluster::Change;
     let names = ["a", "b", "c", "d"];
     let name = rng.pick(&names).to_string();
@@ -1187,7 +1190,7 @@ fn random_change(rng: &mut Rng) -> (cluster::Change, Box<dyn FnOnce(&mut Snapsho
         list: fn(&mut Snapshot) -> &mut Vec<T>,
         same: impl Fn(&T) -> bool + 'static,
         obj: Option<T>,
-    ) -> Box<dyn FnOnce(&mut Snapshot)> {
+    ) -> SnapshotChange {
         Box::new(move |s| {
             let l = list(s);
             l.retain(|o| !same(o));

@@ -148,8 +148,10 @@ impl Events {
     }
 
     /// Logs each new configuration problem and posts it as a Warning on
-    /// the object at fault; problems seen before are not posted again.
+    /// the object at fault; problems seen before are not posted again
+    /// while they last (`issues`: all of them now, sorted).
     pub fn problems(&self, issues: &[Issue], reported: &mut Reported) {
+        reported.0.retain(|i| issues.binary_search(i).is_ok());
         for issue in issues.iter().filter(|i| reported.0.insert((*i).clone())) {
             warn!(issue = %issue, "configuration problem");
             self.post(

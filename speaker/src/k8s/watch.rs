@@ -1,9 +1,16 @@
-//! The agent's watches: reflectors (kube-runtime) over the objects the plan
-//! is made from, and a watch on the election's Leases. Watch errors are
+//! The agent's watches: one per kind the plan is made from, each sending
+//! what changed, slimmed, to the agent's loop (which keeps the plan up to
+//! date with it, eligibility/cluster.rs), and a watch on the election's
+//! Leases. Watch errors are
 //! retried with backoff, never fatal: an unreachable API server only delays
 //! the agent, whose data plane meanwhile expires on its own.
 
-use std::{collections::BTreeSet, fmt::Debug, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeSet, HashSet},
+    fmt::Debug,
+    net::IpAddr,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -13,107 +20,143 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, Store},
-        watcher,
-    },
+    runtime::{WatchStreamExt, watcher},
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, watch as tokio_watch};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::leases::{self, Kind, MANAGED_BY};
 use crate::{
     election::Event,
-    eligibility::Snapshot,
+    eligibility::{
+        Settings,
+        cluster::{self, Change},
+        slim,
+    },
     metallb::{IPAddressPool, L2Advertisement},
 };
 
-/// The stores behind the plan; `changed` ticks whenever any of them does.
-pub struct ClusterStores {
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    nodes: Store<Node>,
-    pools: Store<IPAddressPool>,
-    advertisements: Store<L2Advertisement>,
-    pub changed: tokio_watch::Receiver<u64>,
+/// Changes to the objects the plan is made from, waiting for the agent's
+/// loop at most; a full queue holds the watches back.
+pub const CHANGES: usize = 4096;
+
+/// Starts a watch of each kind the plan is made from, each sending its
+/// objects, slimmed, as [`Change`]s to `changes` (tasks on the current
+/// runtime). MetalLB's objects are read from `config_namespace` only, as
+/// MetalLB reads them from its own: pools elsewhere are not ours to
+/// announce.
+pub fn cluster(
+    client: &Client,
+    config_namespace: &str,
+    settings: &Settings,
+    changes: mpsc::Sender<Change>,
+) {
+    let settings = settings.clone();
+    watch_kind(
+        Api::<Service>::all(client.clone()),
+        cluster::Kind::Services,
+        move |s| slim::service(s, &settings),
+        Change::Service,
+        changes.clone(),
+    );
+    watch_kind(
+        Api::<EndpointSlice>::all(client.clone()),
+        cluster::Kind::EndpointSlices,
+        |s| Some(slim::slice(s)),
+        Change::Slice,
+        changes.clone(),
+    );
+    watch_kind(
+        Api::<Node>::all(client.clone()),
+        cluster::Kind::Nodes,
+        |n| Some(slim::node(n)),
+        Change::Node,
+        changes.clone(),
+    );
+    watch_kind(
+        Api::<IPAddressPool>::namespaced(client.clone(), config_namespace),
+        cluster::Kind::Pools,
+        |p| Some(p.clone()),
+        Change::Pool,
+        changes.clone(),
+    );
+    watch_kind(
+        Api::<L2Advertisement>::namespaced(client.clone(), config_namespace),
+        cluster::Kind::Advertisements,
+        |a| Some(a.clone()),
+        Change::Advertisement,
+        changes,
+    );
 }
 
-impl ClusterStores {
-    /// Starts the reflectors (tasks on the current runtime). MetalLB's
-    /// objects are read from `config_namespace` only, as MetalLB reads
-    /// them from its own: pools elsewhere are not ours to announce.
-    pub fn start(client: &Client, config_namespace: &str) -> Self {
-        let (tx, changed) = tokio_watch::channel(0u64);
-        Self {
-            services: reflect(Api::all(client.clone()), tx.clone()),
-            slices: reflect(Api::all(client.clone()), tx.clone()),
-            nodes: reflect(Api::all(client.clone()), tx.clone()),
-            pools: reflect(
-                Api::namespaced(client.clone(), config_namespace),
-                tx.clone(),
-            ),
-            advertisements: reflect(Api::namespaced(client.clone(), config_namespace), tx),
-            changed,
-        }
-    }
-
-    /// Node `name` as last seen.
-    pub fn node(&self, name: &str) -> Option<std::sync::Arc<Node>> {
-        self.nodes
-            .get(&kube::runtime::reflector::ObjectRef::new(name))
-    }
-
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            services: owned(&self.services),
-            endpoint_slices: owned(&self.slices),
-            nodes: owned(&self.nodes),
-            pools: owned(&self.pools),
-            advertisements: owned(&self.advertisements),
-        }
-    }
-
-    /// Whether every reflector has listed once (a plan before that would
-    /// withdraw VIPs that are merely not loaded yet).
-    pub fn ready(&self) -> bool {
-        // A Store is ready once its writer applied the first complete list.
-        futures::FutureExt::now_or_never(async {
-            self.services.wait_until_ready().await.is_ok()
-                && self.slices.wait_until_ready().await.is_ok()
-                && self.nodes.wait_until_ready().await.is_ok()
-                && self.pools.wait_until_ready().await.is_ok()
-                && self.advertisements.wait_until_ready().await.is_ok()
-        })
-        .unwrap_or(false)
-    }
-}
-
-fn owned<K: Clone + kube::runtime::reflector::Lookup>(store: &Store<K>) -> Vec<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store.state().iter().map(|o| (**o).clone()).collect()
-}
-
-fn reflect<K>(api: Api<K>, changed: tokio_watch::Sender<u64>) -> Store<K>
-where
+/// Watches `api`, sending each object as `project` keeps it (`None`: not
+/// kept, as if gone) and, after each complete listing, the removal of
+/// what it no longer has, then [`Change::Listed`]. Errors are retried
+/// with backoff, never fatal.
+fn watch_kind<K>(
+    api: Api<K>,
+    kind: cluster::Kind,
+    project: impl Fn(&K) -> Option<K> + Send + 'static,
+    change: fn(cluster::Key, Option<K>) -> Change,
+    changes: mpsc::Sender<Change>,
+) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let (store, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        // Objects sent as present, and those a re-list has shown so far.
+        let (mut known, mut listed): (HashSet<cluster::Key>, HashSet<cluster::Key>) =
+            Default::default();
         while let Some(event) = stream.next().await {
+            let mut out = Vec::new();
             match event {
-                Ok(_) => changed.send_modify(|n| *n += 1),
-                Err(e) => warn!(kind = K::kind(&()).as_ref(), error = %e, "watch failed; retrying"),
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    let Some(key) = key_of(&o) else { continue };
+                    listed.insert(key.clone());
+                    let kept = project(&o);
+                    match kept.is_some() {
+                        true => known.insert(key.clone()),
+                        false => known.remove(&key),
+                    };
+                    out.push(change(key, kept));
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    if let Some(key) = key_of(&o)
+                        && known.remove(&key)
+                    {
+                        out.push(change(key, None));
+                    }
+                }
+                Ok(watcher::Event::Init) => listed.clear(),
+                Ok(watcher::Event::InitDone) => {
+                    let gone: Vec<cluster::Key> = known.difference(&listed).cloned().collect();
+                    for key in gone {
+                        known.remove(&key);
+                        out.push(change(key, None));
+                    }
+                    out.push(Change::Listed(kind));
+                }
+                Err(e) => {
+                    warn!(kind = K::kind(&()).as_ref(), error = %e, "watch failed; retrying");
+                }
+            }
+            for c in out {
+                if changes.send(c).await.is_err() {
+                    return; // the agent is gone
+                }
             }
         }
     });
-    store
+}
+
+fn key_of<K: Resource>(o: &K) -> Option<cluster::Key> {
+    let meta = o.meta();
+    Some((
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone()?,
+    ))
 }
 
 /// Retries of the lease watch: at most about a second apart, not the 30 s
@@ -134,7 +177,7 @@ fn lease_backoff() -> watcher::ExponentialBackoff {
 
 /// Watches the election's Leases in `namespace` and feeds them to the
 /// election as events, deletions included (also those a re-list implies).
-pub fn leases(client: &Client, namespace: &str, events: mpsc::UnboundedSender<Event>) {
+pub fn leases(client: &Client, namespace: &str, events: mpsc::Sender<Event>) {
     let api: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let cfg = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let stream = watcher(api, cfg).backoff(lease_backoff());
@@ -150,12 +193,15 @@ pub fn leases(client: &Client, namespace: &str, events: mpsc::UnboundedSender<Ev
                         known.insert(k.clone());
                         listed.insert(k.clone());
                     }
-                    key.map_or(Ok(()), |k| events.send(k.event(Some(&l))))
+                    match key {
+                        Some(k) => events.send(k.event(Some(&l))).await,
+                        None => Ok(()),
+                    }
                 }
                 Ok(watcher::Event::Delete(l)) => match Key::of(&l) {
                     Some(k) => {
                         known.remove(&k);
-                        events.send(k.event(None))
+                        events.send(k.event(None)).await
                     }
                     None => Ok(()),
                 },
@@ -167,9 +213,9 @@ pub fn leases(client: &Client, namespace: &str, events: mpsc::UnboundedSender<Ev
                     let gone: Vec<Key> = known.difference(&listed).cloned().collect();
                     for k in gone {
                         known.remove(&k);
-                        let _ = events.send(k.event(None));
+                        let _ = events.send(k.event(None)).await;
                     }
-                    events.send(Event::RecordsSynced)
+                    events.send(Event::RecordsSynced).await
                 }
                 Err(e) => {
                     warn!(error = %e, "lease watch failed; retrying");

@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: every benchmark of the project in one run, written
-//! to BENCHMARKS.md. `--only xdp|failover|http|api|controller|scale` runs one part
+//! to BENCHMARKS.md. `--only xdp|failover|http|api|controller|scale|storm` runs one part
 //! and replaces only that part of the file.
 
 mod api;
@@ -7,6 +7,7 @@ mod controller;
 mod failover;
 mod http;
 mod scale;
+mod storm;
 mod xdp;
 
 use std::{fmt::Write as _, path::PathBuf};
@@ -14,7 +15,15 @@ use std::{fmt::Write as _, path::PathBuf};
 use anyhow::{Context as _, Result};
 
 /// The parts, in the order the file shows them.
-const PARTS: [&str; 6] = ["xdp", "failover", "http", "api", "controller", "scale"];
+const PARTS: [&str; 7] = [
+    "xdp",
+    "failover",
+    "http",
+    "api",
+    "controller",
+    "scale",
+    "storm",
+];
 /// Opens each part in the file, so a part rerun alone replaces only its own.
 const MARK: &str = "<!-- bench part: ";
 
@@ -53,6 +62,7 @@ fn main() -> Result<()> {
             "http" => http::run(&mut text)?,
             "api" => api::run(&mut text)?,
             "scale" => scale::run(&mut text)?,
+            "storm" => storm::run(&mut text)?,
             _ => controller::run(&mut text)?,
         }
         md.push_str(&text);

@@ -139,7 +139,13 @@ fn open(ifindex: u32) -> Result<OwnedFd> {
     Ok(sock)
 }
 
-fn serve(sock: &OwnedFd, ifindex: u32, vip: [u8; 4], mac: [u8; 6], stop: &AtomicBool) -> Result<Stats> {
+fn serve(
+    sock: &OwnedFd,
+    ifindex: u32,
+    vip: [u8; 4],
+    mac: [u8; 6],
+    stop: &AtomicBool,
+) -> Result<Stats> {
     let mut stats = Stats::default();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {

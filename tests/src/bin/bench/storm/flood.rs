@@ -112,7 +112,8 @@ impl Flood {
             }
             let n = (due - done).min(BATCH as u64) as usize;
             // SAFETY: msgs holds n valid headers pointing at live memory.
-            let k = unsafe { libc::sendmmsg(self.sock.as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
+            let k =
+                unsafe { libc::sendmmsg(self.sock.as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
             if k < 0 {
                 let e = std::io::Error::last_os_error();
                 match e.raw_os_error() {
