@@ -632,6 +632,19 @@ pub struct Election {
     held_since: Option<Mono>,
     /// The latest hold: until when, on whose promises.
     hold_bound: Option<(Mono, BTreeSet<String>)>,
+    /// Some VIP needs a new owner and we rank for it: every event then
+    /// looks at every VIP, since loads and liveness decide the order.
+    contended: bool,
+    /// The earliest step due for any VIP, as of the last look at it (may
+    /// be early, never late: an early wake-up only looks again).
+    vips_wake: Mono,
+}
+
+/// Which VIPs an event may change the next step of.
+enum Scope {
+    All,
+    Vip(IpAddr),
+    Nothing,
 }
 
 impl Election {
@@ -657,6 +670,8 @@ impl Election {
             holds: hold::Holds::new(ns(t.hold_promise)),
             held_since: None,
             hold_bound: None,
+            contended: false,
+            vips_wake: Mono::MAX,
         }
     }
 
@@ -772,6 +787,7 @@ impl Election {
     pub fn handle(&mut self, now: Mono, event: Event) -> Vec<Action> {
         let mut out = Vec::new();
         self.holds.started(now);
+        let scope = self.scope(now, &event);
         match event {
             Event::Tick => {}
             Event::RenewDone {
@@ -915,8 +931,10 @@ impl Election {
         if now >= self.next_renew_at && !self.shutting_down {
             self.next_renew_at = now + ns(self.t.renew_interval);
             self.renew(now, None, &mut out);
+            self.reconcile(now, Scope::All, &mut out);
+        } else {
+            self.reconcile(now, scope, &mut out);
         }
-        self.reconcile(now, &mut out);
         self.ask_holds(now, &mut out);
         if let Some(since) = self.held_since
             && self.owned().all(|(_, expires)| expires <= now)
@@ -1350,14 +1368,90 @@ impl Election {
             .any(|v| v.holder() == Some(node) || v.candidates.contains_key(node))
     }
 
-    /// Per-VIP decisions. Called after every event.
-    fn reconcile(&mut self, now: Mono, out: &mut Vec<Action>) {
-        let ranks = self.ranks(now);
-        let vips: Vec<IpAddr> = self.vips.keys().copied().collect();
-        for vip in vips {
-            let rank = ranks.get(&vip).copied();
-            self.reconcile_vip(now, vip, rank, out);
+    /// Which VIPs `event` (not yet applied) may change the next step of.
+    /// The frequent events touch one VIP, or none: a record or a plan
+    /// change of a VIP served by a live holder, a live peer renewing. The
+    /// rest, and any event while VIPs are contended, look at all.
+    fn scope(&self, now: Mono, event: &Event) -> Scope {
+        if self.contended {
+            return Scope::All;
         }
+        match event {
+            Event::Record { vip, .. }
+            | Event::RecordRead { vip, .. }
+            | Event::Eligibility { vip, .. } => Scope::Vip(*vip),
+            // Renewing keeps it live: the VIPs it holds stay served.
+            Event::NodeLease {
+                node,
+                rv: Some(_),
+                restart_hold,
+                ..
+            } if *node != self.me
+                && self.peer_live(node, now)
+                && self
+                    .peers
+                    .get(node)
+                    .is_some_and(|s| s.restart_hold == *restart_hold) =>
+            {
+                Scope::Nothing
+            }
+            _ => Scope::All,
+        }
+    }
+
+    /// Served by a live holder: nobody contends, so its next step does not
+    /// depend on the ranking (see `ranks`).
+    fn served(&self, vip: &IpAddr, now: Mono) -> bool {
+        self.vips
+            .get(vip)
+            .and_then(|v| v.holder())
+            .is_some_and(|h| self.peer_live(h, now))
+    }
+
+    /// Per-VIP decisions, for the VIPs `scope` names. Called after every
+    /// event.
+    fn reconcile(&mut self, now: Mono, scope: Scope, out: &mut Vec<Action>) {
+        match scope {
+            Scope::Nothing => {}
+            Scope::Vip(vip) if self.served(&vip, now) => {
+                self.reconcile_vip(now, vip, None, out);
+                if let Some(at) = self.vips.get(&vip).and_then(|v| self.due(v, now, None)) {
+                    self.vips_wake = self.vips_wake.min(at);
+                }
+            }
+            _ => {
+                let ranks = self.ranks(now);
+                let vips: Vec<IpAddr> = self.vips.keys().copied().collect();
+                for vip in vips {
+                    let rank = ranks.get(&vip).copied();
+                    self.reconcile_vip(now, vip, rank, out);
+                }
+                let ranks = self.ranks(now);
+                self.contended = !ranks.is_empty();
+                self.vips_wake = self
+                    .vips
+                    .iter()
+                    .filter_map(|(vip, v)| self.due(v, now, ranks.get(vip).copied()))
+                    .min()
+                    .unwrap_or(Mono::MAX);
+            }
+        }
+    }
+
+    /// When `v` next needs looking at, if later than `now`: its entry's
+    /// expiry, its next step, or the moment its holder stops counting as
+    /// live.
+    fn due(&self, v: &Vip, now: Mono, rank: Option<usize>) -> Option<Mono> {
+        let at = match &v.state {
+            VipState::Owning { expires, .. } | VipState::Adopted { expires } => Some(*expires),
+            VipState::Following => self.next_step(v, now, rank).map(|(at, _)| at).or_else(|| {
+                let holder = v.holder().filter(|h| *h != self.me)?;
+                let seen = self.peers.get(holder)?;
+                Some(seen.since + self.takeover_wait(seen))
+            }),
+            _ => None,
+        };
+        at.filter(|&at| at > now)
     }
 
     /// For a VIP in [`VipState::Following`]: its next step and when it is
@@ -1688,6 +1782,16 @@ impl Election {
                 *load.entry(h).or_default() += 1;
             }
         }
+        // Every candidate is a known peer (or us): with a thousand
+        // candidates of which few run, going through the live ones is
+        // cheaper.
+        let live: Vec<&str> = self
+            .peers
+            .keys()
+            .map(String::as_str)
+            .chain([self.me.as_str()])
+            .filter(|n| self.peer_live(n, now))
+            .collect();
         let mut ranks = HashMap::new();
         for (vip, v) in &self.vips {
             let holder = v.holder();
@@ -1697,18 +1801,25 @@ impl Election {
                 // without a rank.
                 continue;
             }
-            let mut order: Vec<&str> = v
-                .candidates
-                .keys()
-                .map(String::as_str)
+            let names: Box<dyn Iterator<Item = &str>> = if live.len() < v.candidates.len() {
+                Box::new(
+                    live.iter()
+                        .copied()
+                        .filter(|n| v.candidates.contains_key(*n)),
+                )
+            } else {
+                Box::new(v.candidates.keys().map(String::as_str))
+            };
+            let mut order: Vec<&str> = names
                 .filter(|n| Some(*n) != holder || *n == self.me)
                 .filter(|n| v.owner().and_then(|r| r.released_by.as_deref()) != Some(*n))
                 .filter(|n| self.peer_live(n, now))
                 .collect();
-            order.sort_by_key(|n| {
+            order.sort_by_cached_key(|n| {
                 (
                     load.get(n).copied().unwrap_or(0),
                     std::cmp::Reverse(score(n, vip)),
+                    *n,
                 )
             });
             order.dedup();
@@ -1732,19 +1843,8 @@ impl Election {
             true => Mono::MAX,
             false => self.next_renew_at,
         };
-        let ranks = self.ranks(now);
-        for (vip, v) in &self.vips {
-            let at = match &v.state {
-                VipState::Owning { expires, .. } | VipState::Adopted { expires } => Some(*expires),
-                VipState::Following => self
-                    .next_step(v, now, ranks.get(vip).copied())
-                    .map(|(at, _)| at),
-                _ => None,
-            };
-            if let Some(at) = at.filter(|&at| at > now) {
-                wake = wake.min(at);
-            }
-        }
+        // The VIPs' own steps, as of the last look at them.
+        wake = wake.min(self.vips_wake);
         // Our own lease lapsing changes what we may do.
         if let Some(until) = self.own_live_until(now) {
             wake = wake.min(until);
