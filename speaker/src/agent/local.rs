@@ -212,6 +212,7 @@ impl Local {
     /// given a new MAC is looked up afresh, and carrier changes are noted.
     pub fn poll_links(&mut self) -> LinkChange {
         let mut change = LinkChange::default();
+        let mut in_use = BTreeSet::new();
         let links = self
             .default_links
             .iter_mut()
@@ -226,11 +227,14 @@ impl Local {
                 change.moved = true;
             }
             let up = link.iface.is_running().unwrap_or(false);
+            in_use.insert(link.iface.ifindex);
             if self.carriers.insert(link.iface.ifindex, up) != Some(up) {
                 info!(interface = %link.iface.name, up, "carrier");
                 change.carrier = true;
             }
         }
+        // Interfaces gone or re-created under a new index.
+        self.carriers.retain(|i, _| in_use.contains(i));
         change
     }
 }
