@@ -635,6 +635,8 @@ pub struct Election {
     /// Some VIP needs a new owner and we rank for it: every event then
     /// looks at every VIP, since loads and liveness decide the order.
     contended: bool,
+    /// The candidates last made known as peers.
+    last_candidates: Candidates,
     /// The earliest step due for any VIP, as of the last look at it (may
     /// be early, never late: an early wake-up only looks again).
     vips_wake: Mono,
@@ -671,6 +673,7 @@ impl Election {
             held_since: None,
             hold_bound: None,
             contended: false,
+            last_candidates: Candidates::default(),
             vips_wake: Mono::MAX,
         }
     }
@@ -802,8 +805,10 @@ impl Election {
                 restart_hold,
             } => {
                 if node != self.me && rv.is_none() && !self.referenced(&node) {
-                    // A node gone that nothing here names: forgotten.
+                    // A node gone that nothing here names: forgotten (and
+                    // made known again if it comes back as a candidate).
                     self.peers.remove(&node);
+                    self.last_candidates = Candidates::default();
                 } else if node != self.me {
                     self.holds.lease_seen(&node, &rv);
                     let seen = self.peers.entry(node).or_insert(Seen::first(now));
@@ -896,15 +901,19 @@ impl Election {
                 let v = self.vips.entry(vip).or_insert_with(Vip::new);
                 v.eligible = eligible;
                 if !Arc::ptr_eq(&v.candidates, &candidates) {
+                    v.candidates = candidates.clone();
                     // Timed from now if we never saw their leases (see
                     // `peer_live`): known once, when they become
-                    // candidates, not looked for at every event.
-                    for node in candidates.keys().filter(|n| **n != self.me) {
-                        if !self.peers.contains_key(node) {
-                            self.peers.insert(node.clone(), Seen::first(now));
+                    // candidates, not looked for at every event (nor for
+                    // every VIP: most share one set).
+                    if !Arc::ptr_eq(&self.last_candidates, &candidates) {
+                        for node in candidates.keys().filter(|n| **n != self.me) {
+                            if !self.peers.contains_key(node) {
+                                self.peers.insert(node.clone(), Seen::first(now));
+                            }
                         }
+                        self.last_candidates = candidates;
                     }
-                    v.candidates = candidates;
                 }
                 self.forget_if_idle(vip);
             }

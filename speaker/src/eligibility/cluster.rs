@@ -283,12 +283,16 @@ impl Cluster {
                 .get(&ip)
                 .map(|u| u.iter().cloned().collect())
                 .unwrap_or_default();
-            let parts: Vec<super::Part> = users
-                .iter()
-                .flat_map(|key| self.contribution(key).parts)
-                .filter(|(at, _)| *at == ip)
-                .map(|(_, part)| part)
-                .collect();
+            let mut parts: Vec<super::Part> = Vec::new();
+            for key in &users {
+                let c = self.contribution(key);
+                parts.extend(
+                    c.parts
+                        .into_iter()
+                        .filter(|(at, _)| *at == ip)
+                        .map(|(_, p)| p),
+                );
+            }
             let new = (!parts.is_empty()).then(|| vip_plan(&parts, &mut self.interner));
             if self.plan.vips.get(&ip) == new.as_ref() {
                 continue;
@@ -306,7 +310,7 @@ impl Cluster {
     }
 
     /// What Service `key` adds to the plan now.
-    fn contribution(&self, key: &ServiceKey) -> Contribution {
+    fn contribution(&mut self, key: &ServiceKey) -> Contribution {
         let (Some(config), Some(svc)) = (&self.config, self.services.get(key)) else {
             return Contribution::default();
         };
@@ -317,7 +321,7 @@ impl Cluster {
             .flatten()
             .filter_map(|k| self.slices.get(k))
             .collect();
-        contribution(config, svc, &slices, &self.settings)
+        contribution(config, svc, &slices, &self.settings, &mut self.interner)
     }
 
     /// Records which VIPs Service `key` uses now, and its issues; returns

@@ -12,10 +12,11 @@ pub mod slim;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -197,6 +198,9 @@ impl Pool {
 /// every Service alike: which nodes each pool's advertisements grant, and
 /// the Nodes' own addresses. Built again only when one of those changes.
 pub(crate) struct Config {
+    /// Tells configurations apart (what each set of grants gives is
+    /// remembered per configuration).
+    id: u64,
     pools: Vec<Pool>,
     node_addresses: BTreeMap<IpAddr, String>,
     issues: Vec<Issue>,
@@ -222,7 +226,9 @@ impl Config {
         for ad in advertisements {
             apply_advertisement(ad, &mut pools, &may, &mut issues);
         }
+        static CONFIGS: AtomicU64 = AtomicU64::new(1);
         Self {
+            id: CONFIGS.fetch_add(1, Ordering::Relaxed),
             pools,
             node_addresses: node_addresses(nodes),
             issues,
@@ -247,8 +253,16 @@ pub(crate) struct Contribution {
 pub(crate) struct Part {
     service: ObjectRef,
     pools: BTreeSet<String>,
-    nodes: BTreeMap<String, Interfaces>,
+    nodes: Granted,
     probes: BTreeMap<String, BTreeSet<SocketAddr>>,
+}
+
+/// The nodes some grants give, for one Service's endpoints: merged (for
+/// VIPs several Services share) and as the plan gives them.
+#[derive(Clone)]
+struct Granted {
+    merged: Arc<BTreeMap<String, Interfaces>>,
+    planned: Nodes,
 }
 
 /// What `svc` (with its EndpointSlices `slices`) adds to the plan under
@@ -258,6 +272,7 @@ pub(crate) fn contribution(
     svc: &Service,
     slices: &[&EndpointSlice],
     settings: &Settings,
+    interner: &mut Interner,
 ) -> Contribution {
     let mut out = Contribution::default();
     let Some(svc) = announced_service(svc, settings, &mut out.issues) else {
@@ -281,7 +296,9 @@ pub(crate) fn contribution(
             });
             continue;
         }
-        let containing: Vec<&Pool> = config.pools.iter().filter(|p| p.contains(*ip)).collect();
+        let containing: Vec<usize> = (0..config.pools.len())
+            .filter(|&i| config.pools[i].contains(*ip))
+            .collect();
         if containing.is_empty() {
             out.issues.push(Issue {
                 object: svc.object.clone(),
@@ -289,72 +306,123 @@ pub(crate) fn contribution(
             });
             continue;
         }
-        let mut part = Part {
-            service: svc.object.clone(),
-            pools: BTreeSet::new(),
-            nodes: BTreeMap::new(),
-            probes: targets
-                .iter()
-                .map(|(node, t)| ((*node).to_owned(), t.clone()))
-                .collect(),
-        };
-        for pool in containing {
-            part.pools.insert(pool.key());
-            let grants = pool
-                .grants
-                .iter()
-                .filter(|g| g.services.matches(svc.labels));
-            for (node, ifaces) in grants.flat_map(|g| &g.nodes) {
-                if endpoints.allow(node) {
-                    merge(&mut part.nodes, node, ifaces);
-                }
-            }
-        }
-        out.parts.push((*ip, part));
+        let grants: Vec<(usize, usize)> = containing
+            .iter()
+            .flat_map(|&p| {
+                let pool = &config.pools[p];
+                (0..pool.grants.len())
+                    .filter(|&g| pool.grants[g].services.matches(svc.labels))
+                    .map(move |g| (p, g))
+            })
+            .collect();
+        let nodes = interner.granted(config, grants, &endpoints);
+        out.parts.push((
+            *ip,
+            Part {
+                service: svc.object.clone(),
+                pools: containing.iter().map(|&p| config.pools[p].key()).collect(),
+                nodes,
+                probes: targets
+                    .iter()
+                    .map(|(node, t)| ((*node).to_owned(), t.clone()))
+                    .collect(),
+            },
+        ));
     }
     out
 }
 
 /// The nodes that may announce each VIP, with their interfaces: shared by
 /// every VIP with the same ones (with no `nodeSelectors`, every VIP has
-/// every node), so a thousand VIPs do not hold a thousand copies.
+/// every node), so a thousand VIPs do not hold a thousand copies, and
+/// equal ones are the same pointer.
 pub type Nodes = Arc<BTreeMap<String, BTreeSet<String>>>;
 
-/// Hands out one [`Nodes`] per distinct value.
+/// Hands out one [`Nodes`] per distinct value, and remembers what each set
+/// of grants gives when every node's endpoints count: with a thousand
+/// nodes, computed once per configuration, not once per Service.
 #[derive(Default)]
-pub(crate) struct Interner(HashSet<Nodes>);
+pub(crate) struct Interner {
+    values: HashSet<Nodes>,
+    granted: HashMap<Vec<(usize, usize)>, Granted>,
+    /// The configuration `granted` was computed for.
+    config: u64,
+}
 
 impl Interner {
     fn intern(&mut self, nodes: BTreeMap<String, BTreeSet<String>>) -> Nodes {
-        if let Some(have) = self.0.get(&nodes) {
+        if let Some(have) = self.values.get(&nodes) {
             return have.clone();
         }
         let nodes = Arc::new(nodes);
-        self.0.insert(nodes.clone());
+        self.values.insert(nodes.clone());
         nodes
+    }
+
+    /// What `grants` (pool, grant) of `config` give the nodes `endpoints`
+    /// allow.
+    fn granted(
+        &mut self,
+        config: &Config,
+        grants: Vec<(usize, usize)>,
+        endpoints: &Allowed,
+    ) -> Granted {
+        if self.config != config.id {
+            self.granted.clear();
+            self.config = config.id;
+        }
+        let grant = |(p, g): &(usize, usize)| &config.pools[*p].grants[*g];
+        let mut merged: BTreeMap<String, Interfaces> = BTreeMap::new();
+        match endpoints {
+            Allowed::All => {
+                if let Some(have) = self.granted.get(&grants) {
+                    return have.clone();
+                }
+                for (node, ifaces) in grants.iter().flat_map(|g| &grant(g).nodes) {
+                    merge(&mut merged, node, ifaces);
+                }
+            }
+            // Few nodes: look each up rather than go through all.
+            Allowed::Only(allowed) => {
+                for node in allowed {
+                    for ifaces in grants.iter().filter_map(|g| grant(g).nodes.get(*node)) {
+                        merge(&mut merged, node, ifaces);
+                    }
+                }
+            }
+        }
+        let out = Granted {
+            planned: self.intern(planned(&merged)),
+            merged: Arc::new(merged),
+        };
+        if matches!(endpoints, Allowed::All) {
+            self.granted.insert(grants, out.clone());
+        }
+        out
     }
 
     /// Forgets the values no plan uses any more.
     pub(crate) fn prune(&mut self) {
-        self.0.retain(|n| Arc::strong_count(n) > 1);
+        self.values.retain(|n| Arc::strong_count(n) > 1);
     }
 }
 
+/// Nodes as the plan gives them: no interfaces named = the defaults.
+fn planned(merged: &BTreeMap<String, Interfaces>) -> BTreeMap<String, BTreeSet<String>> {
+    merged
+        .iter()
+        .map(|(n, ifaces)| (n.clone(), ifaces.clone().unwrap_or_default()))
+        .collect()
+}
+
 /// A VIP's plan from the parts of every Service using it.
-pub(crate) fn vip_plan<'a>(
-    parts: impl IntoIterator<Item = &'a Part>,
-    interner: &mut Interner,
-) -> VipPlan {
+pub(crate) fn vip_plan(parts: &[Part], interner: &mut Interner) -> VipPlan {
     let mut services = BTreeSet::new();
     let mut pools = BTreeSet::new();
-    let mut nodes: BTreeMap<String, Interfaces> = BTreeMap::new();
     let mut probes: BTreeMap<String, BTreeSet<SocketAddr>> = BTreeMap::new();
     for part in parts {
         services.insert(part.service.clone());
         pools.extend(part.pools.iter().cloned());
-        for (node, ifaces) in &part.nodes {
-            merge(&mut nodes, node, ifaces);
-        }
         for (node, t) in &part.probes {
             probes
                 .entry(node.clone())
@@ -362,15 +430,24 @@ pub(crate) fn vip_plan<'a>(
                 .extend(t.iter().copied());
         }
     }
-    let nodes: BTreeMap<String, BTreeSet<String>> = nodes
-        .into_iter()
-        .map(|(n, ifaces)| (n, ifaces.unwrap_or_default()))
-        .collect();
+    let nodes = match parts {
+        [one] => one.nodes.planned.clone(),
+        // Shared by several Services: the union.
+        _ => {
+            let mut merged: BTreeMap<String, Interfaces> = BTreeMap::new();
+            for part in parts {
+                for (node, ifaces) in part.nodes.merged.iter() {
+                    merge(&mut merged, node, ifaces);
+                }
+            }
+            interner.intern(planned(&merged))
+        }
+    };
     probes.retain(|node, _| nodes.contains_key(node));
     VipPlan {
         services: services.into_iter().collect(),
         pools: pools.into_iter().collect(),
-        nodes: interner.intern(nodes),
+        nodes,
         probes,
     }
 }
@@ -389,16 +466,16 @@ pub(crate) fn tidy(mut issues: Vec<Issue>) -> Vec<Issue> {
 pub fn plan(snapshot: &Snapshot, settings: &Settings) -> Plan {
     let config = Config::new(&snapshot.pools, &snapshot.advertisements, &snapshot.nodes);
     let mut issues = config.issues.clone();
+    let mut interner = Interner::default();
     let mut parts: BTreeMap<IpAddr, Vec<Part>> = BTreeMap::new();
     for svc in &snapshot.services {
         let slices = service_slices(&snapshot.endpoint_slices, svc);
-        let c = contribution(&config, svc, &slices, settings);
+        let c = contribution(&config, svc, &slices, settings, &mut interner);
         issues.extend(c.issues);
         for (ip, part) in c.parts {
             parts.entry(ip).or_default().push(part);
         }
     }
-    let mut interner = Interner::default();
     let vips = parts
         .into_iter()
         .map(|(ip, parts)| (ip, vip_plan(&parts, &mut interner)))
@@ -651,15 +728,6 @@ fn announced_service<'a>(
 enum Allowed<'a> {
     All,
     Only(BTreeSet<&'a str>),
-}
-
-impl Allowed<'_> {
-    fn allow(&self, node: &str) -> bool {
-        match self {
-            Self::All => true,
-            Self::Only(nodes) => nodes.contains(node),
-        }
-    }
 }
 
 /// The EndpointSlices of `svc`: those its label names, in its namespace.
