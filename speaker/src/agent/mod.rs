@@ -56,6 +56,8 @@ const PROBE_RESULTS: usize = 1024;
 /// messages) waiting for the loop, at most: a full queue holds the watch
 /// back and drops peers' datagrams (which are asked again).
 const EVENTS: usize = 4096;
+/// Election events taken in at once, decided on together.
+const EVENT_BATCH: usize = 256;
 /// Cluster changes taken in at once before the plan is updated: a burst
 /// costs one update, and the loop still gets to its timers.
 const CHANGE_BATCH: usize = 256;
@@ -119,7 +121,16 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         let kind = woke.kind();
         let mut events = Vec::new();
         match woke {
-            Wake::Event(ev) => events.push(ev),
+            Wake::Event(ev) => {
+                // Whatever else has come meanwhile is decided on together.
+                events.push(ev);
+                while events.len() < EVENT_BATCH {
+                    match rx.try_recv() {
+                        Ok(ev) => events.push(ev),
+                        Err(_) => break,
+                    }
+                }
+            }
             Wake::Cluster(change) => {
                 cluster.apply(change);
                 for _ in 1..CHANGE_BATCH {
@@ -186,9 +197,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
                 events.push(Event::Shutdown);
             }
         }
-        for ev in events {
-            agent.handle(ev);
-        }
+        agent.handle(events);
         agent.answer.send_due(Instant::now());
         let took = started.elapsed();
         metrics::update(&agent.metrics, |m| m.work_seconds.observe(kind, took));
@@ -320,7 +329,7 @@ async fn start(cfg: &AgentConfig, client: kube::Client) -> Result<(Agent, mpsc::
     };
     if !adopted.is_empty() {
         metrics::update(&agent.metrics, |m| m.adopted = adopted.len() as u64);
-        agent.handle(Event::Adopted { vips: adopted });
+        agent.handle(vec![Event::Adopted { vips: adopted }]);
     }
     Ok((agent, rx))
 }
@@ -419,15 +428,14 @@ struct Agent {
 }
 
 impl Agent {
-    /// Feeds one event to the election and carries out what it decides,
+    /// Feeds events to the election and carries out what it decides,
     /// then the events that acting produced.
-    fn handle(&mut self, ev: Event) {
-        self.pending.push(ev);
+    fn handle(&mut self, events: Vec<Event>) {
+        self.pending.extend(events);
         while !self.pending.is_empty() {
-            for ev in std::mem::take(&mut self.pending) {
-                for action in self.election.handle(now_ns(), ev) {
-                    self.act(action);
-                }
+            let events = std::mem::take(&mut self.pending);
+            for action in self.election.handle_all(now_ns(), events) {
+                self.act(action);
             }
         }
     }
@@ -699,7 +707,7 @@ impl Agent {
     fn repair(&mut self) {
         if self.local.failures_expired(Instant::now()) {
             let events = self.eligibility();
-            events.into_iter().for_each(|ev| self.handle(ev));
+            self.handle(events);
         }
         let (drift, consistent) = match self.answer.repair(self.election.owned()) {
             Ok(0) => (0, true),

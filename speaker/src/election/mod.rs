@@ -645,8 +645,22 @@ pub struct Election {
 /// Which VIPs an event may change the next step of.
 enum Scope {
     All,
-    Vip(IpAddr),
+    Vips(BTreeSet<IpAddr>),
     Nothing,
+}
+
+impl Scope {
+    /// What two events together may change.
+    fn and(self, other: Scope) -> Scope {
+        match (self, other) {
+            (Scope::All, _) | (_, Scope::All) => Scope::All,
+            (Scope::Nothing, s) | (s, Scope::Nothing) => s,
+            (Scope::Vips(mut a), Scope::Vips(b)) => {
+                a.extend(b);
+                Scope::Vips(a)
+            }
+        }
+    }
 }
 
 impl Election {
@@ -788,16 +802,55 @@ impl Election {
 
     /// Applies an observation at `now`; returns what to do.
     pub fn handle(&mut self, now: Mono, event: Event) -> Vec<Action> {
+        self.handle_all(now, [event])
+    }
+
+    /// Applies observations that came together at `now`, then decides
+    /// once: a burst (the first plan, a thousand claims answered, a
+    /// re-listed watch) costs one look at the VIPs, not one per event.
+    pub fn handle_all(
+        &mut self,
+        now: Mono,
+        events: impl IntoIterator<Item = Event>,
+    ) -> Vec<Action> {
         let mut out = Vec::new();
         self.holds.started(now);
-        let scope = self.scope(now, &event);
+        let mut scope = Scope::Nothing;
+        for event in events {
+            scope = scope.and(self.scope(now, &event));
+            self.apply(now, event, &mut out);
+        }
+        // Renewals go out on time, never held back by one still in flight:
+        // a slow answer must not delay the next renewal (see validate).
+        if now >= self.next_renew_at && !self.shutting_down {
+            self.next_renew_at = now + ns(self.t.renew_interval);
+            self.renew(now, None, &mut out);
+            scope = Scope::All;
+        }
+        self.reconcile(now, scope, &mut out);
+        self.ask_holds(now, &mut out);
+        if let Some(since) = self.held_since
+            && self.owned().all(|(_, expires)| expires <= now)
+        {
+            self.held_since = None;
+            out.push(Action::HoldEnded {
+                since,
+                lapsed: true,
+            });
+        }
+        out
+    }
+
+    /// Takes one observation in; what it calls for directly (an answer to
+    /// a peer, a renewal) goes to `out`.
+    fn apply(&mut self, now: Mono, event: Event, out: &mut Vec<Action>) {
         match event {
             Event::Tick => {}
             Event::RenewDone {
                 req,
                 sent_at,
                 outcome,
-            } => self.renewed(now, req, sent_at, outcome, &mut out),
+            } => self.renewed(now, req, sent_at, outcome, out),
             Event::NodeLease {
                 node,
                 rv,
@@ -829,7 +882,7 @@ impl Election {
                     // not: find out now rather than at our next renewal,
                     // so a control-plane outage is held from its start.
                     self.next_renew_at = now + ns(self.t.renew_interval);
-                    self.renew(now, None, &mut out);
+                    self.renew(now, None, out);
                 }
                 out.push(Action::AnswerHold {
                     to: from,
@@ -847,7 +900,7 @@ impl Election {
                     if let Some(need) = self.hold_set()
                         && let Some(until) = self.holds.held_until(&need)
                     {
-                        self.held(now, until, need, &mut out);
+                        self.held(now, until, need, out);
                     }
                 }
             }
@@ -891,8 +944,8 @@ impl Election {
                 witnesses,
                 restart_hold,
                 ok,
-            } => self.verified(now, req, (rv, witnesses, restart_hold), ok, &mut out),
-            Event::WriteDone { req, outcome } => self.written(now, req, outcome, &mut out),
+            } => self.verified(now, req, (rv, witnesses, restart_hold), ok, out),
+            Event::WriteDone { req, outcome } => self.written(now, req, outcome, out),
             Event::Eligibility {
                 vip,
                 eligible,
@@ -921,7 +974,7 @@ impl Election {
             Event::Restarting => {
                 if !self.shutting_down {
                     self.shutting_down = true;
-                    let req = self.renew(now, Some(self.t.restart_hold), &mut out);
+                    let req = self.renew(now, Some(self.t.restart_hold), out);
                     self.restarting = Some((req, false));
                 }
             }
@@ -935,26 +988,6 @@ impl Election {
             }
             Event::Planned => self.planned = true,
         }
-        // Renewals go out on time, never held back by one still in flight:
-        // a slow answer must not delay the next renewal (see validate).
-        if now >= self.next_renew_at && !self.shutting_down {
-            self.next_renew_at = now + ns(self.t.renew_interval);
-            self.renew(now, None, &mut out);
-            self.reconcile(now, Scope::All, &mut out);
-        } else {
-            self.reconcile(now, scope, &mut out);
-        }
-        self.ask_holds(now, &mut out);
-        if let Some(since) = self.held_since
-            && self.owned().all(|(_, expires)| expires <= now)
-        {
-            self.held_since = None;
-            out.push(Action::HoldEnded {
-                since,
-                lapsed: true,
-            });
-        }
-        out
     }
 
     fn renew(&mut self, now: Mono, restart_hold: Option<Duration>, out: &mut Vec<Action>) -> u64 {
@@ -1388,7 +1421,7 @@ impl Election {
         match event {
             Event::Record { vip, .. }
             | Event::RecordRead { vip, .. }
-            | Event::Eligibility { vip, .. } => Scope::Vip(*vip),
+            | Event::Eligibility { vip, .. } => Scope::Vips(BTreeSet::from([*vip])),
             // Renewing keeps it live: the VIPs it holds stay served.
             Event::NodeLease {
                 node,
@@ -1422,10 +1455,12 @@ impl Election {
     fn reconcile(&mut self, now: Mono, scope: Scope, out: &mut Vec<Action>) {
         match scope {
             Scope::Nothing => {}
-            Scope::Vip(vip) if self.served(&vip, now) => {
-                self.reconcile_vip(now, vip, None, out);
-                if let Some(at) = self.vips.get(&vip).and_then(|v| self.due(v, now, None)) {
-                    self.vips_wake = self.vips_wake.min(at);
+            Scope::Vips(vips) if vips.iter().all(|vip| self.served(vip, now)) => {
+                for vip in vips {
+                    self.reconcile_vip(now, vip, None, out);
+                    if let Some(at) = self.vips.get(&vip).and_then(|v| self.due(v, now, None)) {
+                        self.vips_wake = self.vips_wake.min(at);
+                    }
                 }
             }
             _ => {
