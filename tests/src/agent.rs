@@ -134,7 +134,13 @@ impl Agent {
     /// Waits until the program is attached to `ifname` and the maps are
     /// pinned, or fails with the agent's log.
     pub fn wait_ready(&mut self, ns: &Netns, ifname: &str) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_ready_within(ns, ifname, Duration::from_secs(10))
+    }
+
+    /// As [`Agent::wait_ready`], for up to `within` (a start that first
+    /// reads a large cluster takes longer).
+    pub fn wait_ready_within(&mut self, ns: &Netns, ifname: &str, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
                 bail!("speaker exited early ({status}):\n{}", self.log());
@@ -147,7 +153,7 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        bail!("speaker did not attach within 10 s:\n{}", self.log())
+        bail!("speaker did not attach within {within:?}:\n{}", self.log())
     }
 
     /// Waits up to `within` for the process to exit; its status.

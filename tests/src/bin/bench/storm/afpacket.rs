@@ -20,7 +20,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use speaker_tests::netns::Netns;
 
-use super::{flood::sockaddr_ll, pin_thread};
+use super::{cpu, flood::sockaddr_ll};
 
 const ETH_P_ARP: u16 = 0x0806;
 
@@ -35,6 +35,8 @@ pub struct Stats {
 
 /// The responder's thread; stopped on `stop` or drop.
 pub struct Responder {
+    /// The thread's id, for its CPU time.
+    pub tid: i32,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<Stats>>>,
 }
@@ -48,9 +50,9 @@ impl Responder {
         let (ready_tx, ready_rx) = mpsc::channel();
         let flag = stop.clone();
         let thread = ns.spawn(move || -> Result<Stats> {
-            let sock = match open(ifindex).and_then(|s| pin_thread(cpu).map(|()| s)) {
+            let sock = match open(ifindex).and_then(|s| cpu::place(0, cpu, cpu::TASK).map(|()| s)) {
                 Ok(s) => {
-                    let _ = ready_tx.send(Ok(()));
+                    let _ = ready_tx.send(Ok(cpu::gettid()));
                     s
                 }
                 Err(e) => {
@@ -60,11 +62,12 @@ impl Responder {
             };
             serve(&sock, ifindex, vip, mac, &flag)
         })?;
-        let responder = Self {
+        let mut responder = Self {
+            tid: 0,
             stop,
             thread: Some(thread),
         };
-        ready_rx
+        responder.tid = ready_rx
             .recv()
             .context("the responder's thread ended")?
             .map_err(|e| anyhow!("AF_PACKET responder: {e}"))?;
