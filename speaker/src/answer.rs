@@ -267,6 +267,32 @@ impl Answerer {
         Ok(())
     }
 
+    /// [`Self::refresh`] for many VIPs, in one write to the map.
+    pub fn refresh_all(&mut self, vips: &[(IpAddr, Mono)]) -> Result<()> {
+        let now = now_ns();
+        let mut entries = Vec::new();
+        let mut lapsed = Vec::new();
+        for (vip, expires) in vips {
+            let Some(a) = self.vips.get_mut(vip) else {
+                continue;
+            };
+            if a.expires != VipEntry::NEVER && a.expires <= now {
+                warn!(%vip, late_ms = (now - a.expires) / 1_000_000,
+                    "entry had expired (the agent was not refreshing); answering again");
+                lapsed.push(*vip);
+            }
+            a.expires = *expires;
+            entries.extend(a.links.iter().map(|l| (l.key(*vip), entry(l, *expires))));
+        }
+        self.dp
+            .set_vips(&entries)
+            .with_context(|| format!("cannot refresh {} VIPs", vips.len()))?;
+        for vip in lapsed {
+            self.announce(vip);
+        }
+        Ok(())
+    }
+
     /// Stops answering for `vip`: entries removed, groups left, burst ended.
     pub fn remove(&mut self, vip: IpAddr) {
         let Some(a) = self.vips.remove(&vip) else {

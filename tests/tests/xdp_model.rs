@@ -790,3 +790,38 @@ fn the_dead_mans_switch_reads_the_boot_time_clock() {
         assert!(!text.contains("bpf_ktime_get_ns"), "{text}");
     });
 }
+
+#[test]
+fn a_renewal_moves_every_entry_in_one_write() {
+    with_harness(|h| {
+        let keys: Vec<VipKey> = (0..300u16)
+            .map(|i| VipKey::ipv4(h.ifindex, 0, [198, 19, (i >> 8) as u8, i as u8]))
+            .collect();
+        for expires_ns in [1, u64::MAX - 1] {
+            let entries: Vec<(VipKey, VipEntry)> = keys
+                .iter()
+                .map(|k| {
+                    let entry = VipEntry {
+                        mac: OUR_MAC,
+                        _pad: [0; 2],
+                        expires_ns,
+                    };
+                    (*k, entry)
+                })
+                .collect();
+            h.dp.set_vips(&entries).expect("set VIPs");
+            h.mirror.extend(entries.iter().copied());
+            let have: HashMap<VipKey, VipEntry> =
+                h.dp.maps().vips().expect("read VIPs").into_iter().collect();
+            for (key, entry) in &entries {
+                assert_eq!(have.get(key), Some(entry), "{key:?}");
+            }
+            // The program reads them as the model does: expired, then
+            // answered.
+            let frame = request([198, 19, 0, 7]).bytes();
+            let ifindex = h.ifindex;
+            let out = h.check("a batched entry", &frame, ifindex);
+            assert_eq!(out.reason == Reason::ArpReply, expires_ns > 1);
+        }
+    });
+}

@@ -434,7 +434,23 @@ impl Agent {
         self.pending.extend(events);
         while !self.pending.is_empty() {
             let events = std::mem::take(&mut self.pending);
-            for action in self.election.handle_all(now_ns(), events) {
+            let actions = self.election.handle_all(now_ns(), events);
+            // Refreshes come from renewals, before any install or removal
+            // the same events lead to: one write for all of them first.
+            let (refreshes, rest): (Vec<Action>, Vec<Action>) = actions
+                .into_iter()
+                .partition(|a| matches!(a, Action::Refresh { .. }));
+            let refreshes: Vec<(IpAddr, Mono)> = refreshes
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Refresh { vip, expires } => Some((vip, expires)),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = self.answer.refresh_all(&refreshes) {
+                warn!(error = %format!("{e:#}"), "cannot refresh");
+            }
+            for action in rest {
                 self.act(action);
             }
         }

@@ -391,6 +391,25 @@ impl Dataplane {
             })
     }
 
+    /// Replaces many VIP entries in one system call (BPF_MAP_UPDATE_BATCH,
+    /// Linux 5.6): a renewal moves every owned entry's expiry at once, and
+    /// a thousand updates one by one cost milliseconds. One by one where
+    /// the kernel has no batch operation, or the batch fails part-way
+    /// (updates are idempotent).
+    pub fn set_vips(&mut self, entries: &[(VipKey, VipEntry)]) -> Result<(), DataplaneError> {
+        for (key, _) in entries {
+            self.filter.add(key)?;
+        }
+        let (keys, values): (Vec<VipKey>, Vec<VipEntry>) = entries.iter().copied().unzip();
+        if keys.len() > 1 && update_batch(&self.maps.vips, &keys, &values).is_ok() {
+            return Ok(());
+        }
+        for (key, entry) in entries {
+            self.set_vip(key, entry)?;
+        }
+        Ok(())
+    }
+
     /// Removes a VIP entry (absent is fine), and its request counts; its
     /// filter bit is cleared after.
     pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
@@ -670,4 +689,53 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// `BPF_MAP_UPDATE_BATCH` on `map` (aya has no batch operations): the
+/// kernel reads `keys` and `values` as arrays of the map's key and value
+/// size, which are these types'.
+fn update_batch(
+    map: &HashMap<MapData, VipKey, VipEntry>,
+    keys: &[VipKey],
+    values: &[VipEntry],
+) -> std::io::Result<()> {
+    use aya::maps::IterableMap as _;
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    /// The batch member of `union bpf_attr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    let count = u32::try_from(keys.len().min(values.len()))
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count,
+        map_fd: map.map().fd().as_fd().as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` points at `count` keys and values that outlive the
+    // call; the kernel writes only `attr.count` back.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>(),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
