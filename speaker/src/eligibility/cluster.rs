@@ -80,6 +80,27 @@ impl Delta {
     }
 }
 
+/// Puts `value` at `key` in `map`, a HashMap or a BTreeMap (removes it
+/// for `None`); false when that changes nothing.
+macro_rules! replace {
+    ($map:expr, $key:expr, $value:expr) => {{
+        let (key, value) = ($key, $value);
+        if $map.get(&key) == value.as_ref() {
+            false
+        } else {
+            match value {
+                Some(v) => {
+                    $map.insert(key, v);
+                }
+                None => {
+                    $map.remove(&key);
+                }
+            }
+            true
+        }
+    }};
+}
+
 pub struct Cluster {
     settings: Settings,
     services: HashMap<ServiceKey, Service>,
@@ -154,14 +175,14 @@ impl Cluster {
         match change {
             Change::Service(key, svc) => {
                 let svc = svc.filter(|s| self.settings.selects(s));
-                if replace(&mut self.services, key.clone(), svc) {
+                if replace!(self.services, key.clone(), svc) {
                     self.dirty.insert(key);
                 }
             }
             Change::Slice(key, slice) => {
                 let before = self.slices.get(&key).and_then(slice_service);
                 let after = slice.as_ref().and_then(slice_service);
-                if !replace(&mut self.slices, key.clone(), slice) {
+                if !replace!(self.slices, key.clone(), slice) {
                     return;
                 }
                 for (svc, present) in [(before, false), (after, true)] {
@@ -181,18 +202,18 @@ impl Cluster {
                 }
             }
             Change::Node((_, name), node) => {
-                if replace(&mut self.nodes, name, node) {
+                if replace!(self.nodes, name, node) {
                     self.config = None;
                     self.nodes_changed = true;
                 }
             }
             Change::Pool(key, pool) => {
-                if replace(&mut self.pools, key, pool) {
+                if replace!(self.pools, key, pool) {
                     self.config = None;
                 }
             }
             Change::Advertisement(key, ad) => {
-                if replace(&mut self.advertisements, key, ad) {
+                if replace!(self.advertisements, key, ad) {
                     self.config = None;
                 }
             }
@@ -351,56 +372,5 @@ impl Cluster {
         let config = self.config.as_ref().map(|c| c.issues()).unwrap_or_default();
         let services = self.planned.values().flat_map(|(_, issues)| issues);
         tidy(config.iter().chain(services).cloned().collect())
-    }
-}
-
-/// Puts `value` at `key` (removes it for `None`); false when that
-/// changes nothing.
-fn replace<K: Ord + std::hash::Hash + Eq, V: PartialEq>(
-    map: &mut impl MapLike<K, V>,
-    key: K,
-    value: Option<V>,
-) -> bool {
-    match value {
-        Some(v) => {
-            if map.get_value(&key) == Some(&v) {
-                return false;
-            }
-            map.put(key, v);
-            true
-        }
-        None => map.take(&key),
-    }
-}
-
-/// The two maps [`replace`] works on.
-trait MapLike<K, V> {
-    fn get_value(&self, key: &K) -> Option<&V>;
-    fn put(&mut self, key: K, value: V);
-    /// Removes `key`; whether it was there.
-    fn take(&mut self, key: &K) -> bool;
-}
-
-impl<K: std::hash::Hash + Eq, V> MapLike<K, V> for HashMap<K, V> {
-    fn get_value(&self, key: &K) -> Option<&V> {
-        self.get(key)
-    }
-    fn put(&mut self, key: K, value: V) {
-        self.insert(key, value);
-    }
-    fn take(&mut self, key: &K) -> bool {
-        self.remove(key).is_some()
-    }
-}
-
-impl<K: Ord, V> MapLike<K, V> for BTreeMap<K, V> {
-    fn get_value(&self, key: &K) -> Option<&V> {
-        self.get(key)
-    }
-    fn put(&mut self, key: K, value: V) {
-        self.insert(key, value);
-    }
-    fn take(&mut self, key: &K) -> bool {
-        self.remove(key).is_some()
     }
 }
