@@ -1483,16 +1483,15 @@ impl Election {
     }
 
     /// When `v` next needs looking at, if later than `now`: its entry's
-    /// expiry, its next step, or the moment its holder stops counting as
-    /// live.
+    /// expiry or its next step. A holder that stops counting as live is
+    /// noticed at the next look at all VIPs (our renewals make one every
+    /// renew interval), as before: waking at that very moment let a
+    /// follower take over while a restarted holder's successor was about
+    /// to answer again (simulation seed 3902 with restarts).
     fn due(&self, v: &Vip, now: Mono, rank: Option<usize>) -> Option<Mono> {
         let at = match &v.state {
             VipState::Owning { expires, .. } | VipState::Adopted { expires } => Some(*expires),
-            VipState::Following => self.next_step(v, now, rank).map(|(at, _)| at).or_else(|| {
-                let holder = v.holder().filter(|h| *h != self.me)?;
-                let seen = self.peers.get(holder)?;
-                Some(seen.since + self.takeover_wait(seen))
-            }),
+            VipState::Following => self.next_step(v, now, rank).map(|(at, _)| at),
             _ => None,
         };
         at.filter(|&at| at > now)
