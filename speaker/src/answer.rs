@@ -246,25 +246,7 @@ impl Answerer {
     /// Pushes the expiry of an answered VIP to `expires`. An entry that had
     /// lapsed (this process was stopped or stalled) is announced again.
     pub fn refresh(&mut self, vip: IpAddr, expires: Mono) -> Result<()> {
-        let Some(a) = self.vips.get_mut(&vip) else {
-            return Ok(());
-        };
-        let now = now_ns();
-        let lapsed = a.expires != VipEntry::NEVER && a.expires <= now;
-        if lapsed {
-            warn!(%vip, late_ms = (now - a.expires) / 1_000_000,
-                "entry had expired (the agent was not refreshing); answering again");
-        }
-        a.expires = expires;
-        for link in &a.links {
-            self.dp
-                .set_vip(&link.key(vip), &entry(link, expires))
-                .with_context(|| format!("cannot refresh VIP {vip} on {link}"))?;
-        }
-        if lapsed {
-            self.announce(vip);
-        }
-        Ok(())
+        self.refresh_all(&[(vip, expires)])
     }
 
     /// [`Self::refresh`] for many VIPs, in one write to the map.

@@ -289,6 +289,9 @@ impl Cluster {
 
     fn recompute_dirty(&mut self) -> Vec<(IpAddr, Option<VipPlan>)> {
         let mut touched: BTreeSet<IpAddr> = BTreeSet::new();
+        // Each changed Service's parts, computed once: the VIPs below use
+        // them rather than computing them again.
+        let mut fresh: HashMap<ServiceKey, Vec<(IpAddr, super::Part)>> = HashMap::new();
         for key in std::mem::take(&mut self.dirty) {
             if let Some((ips, _)) = self.planned.get(&key) {
                 touched.extend(ips.iter().copied());
@@ -296,6 +299,7 @@ impl Cluster {
             let c = self.contribution(&key);
             let parts = self.note(&key, c);
             touched.extend(parts.iter().map(|(ip, _)| *ip));
+            fresh.insert(key, parts);
         }
         let mut changed = Vec::new();
         for ip in touched {
@@ -306,13 +310,21 @@ impl Cluster {
                 .unwrap_or_default();
             let mut parts: Vec<super::Part> = Vec::new();
             for key in &users {
-                let c = self.contribution(key);
-                parts.extend(
-                    c.parts
+                let theirs = match fresh.get(key) {
+                    Some(ps) => ps
+                        .iter()
+                        .filter(|(at, _)| *at == ip)
+                        .map(|(_, p)| p.clone())
+                        .collect(),
+                    None => self
+                        .contribution(key)
+                        .parts
                         .into_iter()
                         .filter(|(at, _)| *at == ip)
-                        .map(|(_, p)| p),
-                );
+                        .map(|(_, p)| p)
+                        .collect::<Vec<_>>(),
+                };
+                parts.extend(theirs);
             }
             let new = (!parts.is_empty()).then(|| vip_plan(&parts, &mut self.interner));
             if self.plan.vips.get(&ip) == new.as_ref() {

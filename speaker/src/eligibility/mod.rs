@@ -250,6 +250,7 @@ pub(crate) struct Contribution {
 }
 
 /// One Service's share of one VIP's plan.
+#[derive(Clone)]
 pub(crate) struct Part {
     service: ObjectRef,
     pools: BTreeSet<String>,
